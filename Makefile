@@ -1,0 +1,65 @@
+# The product's interface. `make help` lists the targets.
+# Every target runs in .venv/, created from pyproject.toml by `make install` on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIPELINES := $(BIN)/python -m pipelines
+USECASES := digits
+
+# Options passed through to `train` (make train-digits EPOCHS=3 DATA=sample DATA_DIR=~/mnist SET="model.dropout=0.2")
+DATA ?=
+DATA_DIR ?=
+EPOCHS ?=
+BATCH_SIZE ?=
+SET ?=
+TRAIN_ARGS = $(if $(DATA),--data $(DATA)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	$(if $(EPOCHS),--set epochs=$(EPOCHS)) $(if $(BATCH_SIZE),--set batch_size=$(BATCH_SIZE)) \
+	$(foreach kv,$(SET),--set $(kv))
+
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-all bench bench-digits mlflow-ui list clean $(addprefix train-,$(USECASES))
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create or update .venv/ from pyproject.toml
+
+demo: $(STAMP) ## train every use case on the data bundled in data/samples/ (offline, a few minutes)
+	@for usecase in $(USECASES); do \
+		$(PIPELINES) train $$usecase --data sample --run-name demo || exit $$?; \
+	done
+	@echo "demo done: compare runs with 'make mlflow-ui'; SavedModels are under models/"
+
+train-%: $(STAMP) ## train a use case on its full data, e.g. make train-digits [DATA=sample] [EPOCHS=3] [DATA_DIR=dir] [SET="k=v ..."]
+	$(PIPELINES) train $* $(TRAIN_ARGS)
+
+list: $(STAMP) ## list the use cases, model builders and augmentations
+	@$(PIPELINES) list
+
+test: $(STAMP) ## run the fast tests (bundled samples only)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP) ## run every test, slow ones too (they read ../shared/data)
+	$(BIN)/python -m pytest -q -m ''
+
+bench: bench-digits ## run the benchmarks (full data, minutes each)
+
+bench-digits: $(STAMP) ## full MNIST: our digits pipeline vs the keras-io convnet, same run
+	$(BIN)/python benchmarks/bench_digits.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000
+
+clean: ## remove run outputs (models/, mlflow.db, mlartifacts/); keeps .venv and downloads
+	rm -rf models/*/ mlflow.db mlartifacts mlruns

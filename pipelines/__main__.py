@@ -1,0 +1,157 @@
+"""Command line: `python -m pipelines <verb> ...`. Imports nothing heavy until a verb runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.errors import PipelineError
+
+VERBS_HELP = """verbs:
+  list       the use cases, their data and models, the builders and augmentations
+  show       the resolved spec of a use case (after --set overrides), as JSON
+  train      fit, evaluate, log to MLflow and export a SavedModel
+  evaluate   evaluate an exported SavedModel on a use case's test split
+  export     export the latest trained checkpoint as a new SavedModel version
+  predict    classify image files with an exported SavedModel
+
+examples:
+  python -m pipelines train digits --data sample
+  python -m pipelines train digits --set epochs=3 --set batch_size=256
+  python -m pipelines predict digits --model models/digits/1 my_digit.png
+"""
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("usecase", help="a use case name (see `list`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec value, e.g. --set epochs=3 --set model.dropout=0.2 (repeatable)")
+    if data:
+        parser.add_argument("--data", choices=("full", "sample"), help="full data set (default) or the sample bundled in data/samples/")
+        parser.add_argument("--data-dir", metavar="DIR", help="a local folder holding the data set (no download)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description="Keras pipelines for digits, clothing, skin lesions, heart disease and cucumber grading.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=VERBS_HELP,
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.add_parser("list", help="list use cases, builders and augmentations")
+
+    show = verbs.add_parser("show", help="print the resolved spec as JSON")
+    _add_spec_arguments(show)
+
+    train = verbs.add_parser("train", help="train, evaluate, track and export")
+    _add_spec_arguments(train)
+    train.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    train.add_argument("--run-name", help="MLflow run name")
+
+    evaluate = verbs.add_parser("evaluate", help="evaluate an exported model on the test split")
+    _add_spec_arguments(evaluate)
+    evaluate.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
+    evaluate.add_argument("--out", metavar="DIR", help="where to write the report")
+
+    export = verbs.add_parser("export", help="export the latest trained checkpoint")
+    _add_spec_arguments(export, data=False)
+    export.add_argument("--checkpoint", metavar="FILE", help="a .keras file (default: models/<usecase>/checkpoints/latest.keras)")
+
+    predict = verbs.add_parser("predict", help="classify image files")
+    predict.add_argument("usecase", help="a use case name (see `list`)")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, any size, colour or grey")
+    predict.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+    return parser
+
+
+def resolve_spec(args):
+    from pipelines.config import apply_overrides
+    from pipelines.usecases import get_spec
+
+    spec = get_spec(args.usecase)
+    overrides = {}
+    if getattr(args, "data", None):
+        overrides["data.source"] = args.data
+    if getattr(args, "data_dir", None):
+        overrides["data.data_dir"] = args.data_dir
+    spec = apply_overrides(spec, overrides)
+    spec = apply_overrides(spec, args.overrides)
+    if getattr(args, "no_export", False):
+        spec = apply_overrides(spec, {"export.enabled": False})
+    return spec
+
+
+def cmd_list() -> int:
+    from pipelines.augmentation import AUGMENTATIONS
+    from pipelines.builders import BUILDERS
+    from pipelines.usecases import all_specs
+
+    print("use cases (make train-<name>):")
+    for spec in all_specs():
+        shape = "x".join(str(s) for s in spec.input_shape)
+        params = ", ".join(f"{k}={v}" for k, v in spec.model.params.items())
+        print(f"  {spec.name:<10} {spec.title}")
+        print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
+    print("\nmodel builders (--set model.builder=NAME):")
+    for name, entry in sorted(BUILDERS.items()):
+        print(f"  {name:<10} {entry.summary}")
+    print("\naugmentations (--set model.augmentation=a,b:strength):")
+    print("  " + ", ".join(sorted(AUGMENTATIONS)))
+    return 0
+
+
+def run(args) -> int:
+    if args.verb == "list":
+        return cmd_list()
+    if args.verb == "predict":
+        from pathlib import Path
+
+        from pipelines.export import latest_version_dir
+        from pipelines.predict import predict_files, print_predictions
+        from pipelines.usecases import get_spec
+
+        get_spec(args.usecase)  # validates the name
+        model_dir = Path(args.model) if args.model else latest_version_dir(args.usecase)
+        failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json)
+        return 1 if failed else 0
+
+    spec = resolve_spec(args)
+    if args.verb == "show":
+        print(json.dumps(spec.to_dict(), indent=2, default=str))
+        return 0
+
+    from pipelines.runtime import configure_environment
+
+    configure_environment()
+    from pipelines import pipeline
+
+    if args.verb == "train":
+        pipeline.run_train(spec, run_name=args.run_name)
+    elif args.verb == "evaluate":
+        pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out)
+    elif args.verb == "export":
+        pipeline.run_export(spec, checkpoint=args.checkpoint)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        return run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last completed epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

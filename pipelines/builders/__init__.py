@@ -1,0 +1,45 @@
+"""Model builders by name. A builder takes plain parameters and returns an uncompiled
+`keras.Model` that maps float images scaled to [0, 1] (or, for tables, the raw columns)
+to class probabilities. Raw-input handling and augmentation are added around it by
+`pipelines.model`, so every builder serves and trains the same way.
+
+Builders are imported lazily: `python -m pipelines list` shows them without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+from pipelines.errors import UsageError
+
+
+@dataclass(frozen=True)
+class BuilderEntry:
+    target: str  # "module:function"
+    summary: str
+
+
+BUILDERS = {
+    "small_cnn": BuilderEntry(
+        "pipelines.builders.small_cnn:build_small_cnn",
+        "conv blocks (conv-BN-ReLU x N, max-pool) + dense head; fast on CPU for 28-32 px images",
+    ),
+}
+
+
+def get_builder(name: str):
+    if name not in BUILDERS:
+        raise UsageError(f"unknown model builder '{name}'; known: {', '.join(sorted(BUILDERS))}")
+    module_name, _, function = BUILDERS[name].target.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def build(name: str, input_shape: tuple, num_classes: int, params: dict):
+    builder = get_builder(name)
+    accepted = set(inspect.signature(builder).parameters) - {"input_shape", "num_classes"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise UsageError(f"builder '{name}' takes no parameter(s) {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}")
+    return builder(input_shape=input_shape, num_classes=num_classes, **params)

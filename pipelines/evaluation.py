@@ -1,0 +1,81 @@
+"""The evaluation report every classifier gets: metrics, per-class table, confusion matrix.
+
+Written as JSON (for machines and MLflow) and Markdown (for people), with plots beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def classification_report(y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple) -> dict:
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true)
+    y_pred = probabilities.argmax(axis=1)
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    report = {
+        "examples": int(len(y_true)),
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(metrics.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "log_loss": float(metrics.log_loss(y_true, np.clip(probabilities, 1e-7, 1), labels=labels)),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "class_names": list(class_names),
+    }
+    present = np.unique(y_true)
+    if len(present) == len(class_names) and len(class_names) > 1:
+        # One-vs-rest AUC needs every class in the evaluated data.
+        if len(class_names) == 2:
+            report["roc_auc"] = float(metrics.roc_auc_score(y_true, probabilities[:, 1]))
+        else:
+            report["macro_auc_ovr"] = float(
+                metrics.roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro", labels=labels)
+            )
+    return report
+
+
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "roc_auc", "log_loss")
+
+
+def headline(report: dict) -> dict[str, float]:
+    return {key: report[key] for key in HEADLINE_METRICS if key in report}
+
+
+def to_markdown(report: dict, title: str) -> str:
+    lines = [f"# {title}", "", f"{report['examples']} test examples.", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.4f} |" for key, value in headline(report).items()]
+    lines += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+    for name, row in report["per_class"].items():
+        lines.append(f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, folder: Path, title: str) -> list[Path]:
+    """report.json, report.md and confusion_matrix.png in `folder`; returns the paths."""
+    from pipelines.plots import plot_confusion_matrix
+
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "report.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    md_path = folder / "report.md"
+    md_path.write_text(to_markdown(report, title))
+    png_path = plot_confusion_matrix(
+        np.array(report["confusion_matrix"]), report["class_names"], folder / "confusion_matrix.png"
+    )
+    return [json_path, md_path, png_path]

@@ -1,0 +1,30 @@
+"""Data loaders by name: each turns a located folder into a `Dataset`.
+
+Loaders are imported lazily (by dotted path), so listing them costs nothing. A loader is
+`load(spec) -> Dataset`; it calls `pipelines.sources.locate` for its files.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pipelines.errors import UsageError
+
+LOADERS = {
+    "mnist_format": "pipelines.loaders.mnist_format:load",
+}
+
+
+def get_loader(name: str):
+    if name not in LOADERS:
+        raise UsageError(f"unknown data loader '{name}'; known: {', '.join(sorted(LOADERS))}")
+    module_name, _, function = LOADERS[name].partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def load_dataset(spec):
+    """Load the spec's data set, split off validation data, and apply `train_limit`."""
+    from pipelines.splits import finalize_splits
+
+    dataset = get_loader(spec.data.loader)(spec)
+    return finalize_splits(dataset, spec)

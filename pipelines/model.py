@@ -1,0 +1,57 @@
+"""From a spec to the two models a run needs, sharing one set of weights:
+
+- the **serving model**: raw input as a client sends it (uint8 images `[batch, H, W]` or
+  `[batch, H, W, 3]`) -> scaling inside the model -> the builder's network -> probabilities.
+  This is what is evaluated and exported.
+- the **training model**: the same, with the spec's augmentation layers between scaling and
+  the network. It is only ever fitted, never exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import builders
+from pipelines.augmentation import build_augmentation
+from pipelines.errors import UsageError
+from pipelines.runtime import import_keras
+
+
+@dataclass
+class Models:
+    serving: Any  # keras.Model
+    training: Any  # keras.Model (the serving model itself when there is no augmentation)
+    network: Any  # the builder's model inside both (Grad-CAM looks inside it)
+
+
+def network_input_shape(input_shape: tuple) -> tuple:
+    """Grey images are served as (H, W) and fed to networks as (H, W, 1)."""
+    return tuple(input_shape) + (1,) if len(input_shape) == 2 else tuple(input_shape)
+
+
+def build_image_models(spec, dataset=None) -> Models:
+    keras = import_keras()
+    raw = keras.Input(shape=tuple(spec.input_shape), dtype="uint8", name="image")
+    scale = keras.layers.Rescaling(1.0 / 255, name="scale_to_unit")  # casts uint8 -> float too
+    reshape = keras.layers.Reshape(network_input_shape(spec.input_shape), name="add_channel")
+    network = builders.build(spec.model.builder, network_input_shape(spec.input_shape), spec.num_classes, spec.model.params)
+    pixels = reshape(scale(raw))
+    serving = keras.Model(raw, network(pixels), name=f"{spec.name}_serving")
+    augment = build_augmentation(tuple(spec.model.augmentation), spec.train.seed)
+    if augment is None:
+        return Models(serving, serving, network)
+    training = keras.Model(raw, network(augment(pixels)), name=f"{spec.name}_training")
+    return Models(serving, training, network)
+
+
+# task -> how to build its models; tabular tasks register theirs here.
+TASK_BUILDERS = {
+    "image_classification": build_image_models,
+}
+
+
+def build_models(spec, dataset=None) -> Models:
+    if spec.task not in TASK_BUILDERS:
+        raise UsageError(f"unknown task '{spec.task}'; known: {', '.join(sorted(TASK_BUILDERS))}")
+    return TASK_BUILDERS[spec.task](spec, dataset)

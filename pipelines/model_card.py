@@ -1,0 +1,36 @@
+"""MODEL_CARD.md written next to every exported model: what it is, what it was trained and
+tested on, how well it did, and what it must not be used for."""
+
+from __future__ import annotations
+
+from pipelines.evaluation import headline
+
+
+def render(spec, metadata: dict, report: dict) -> str:
+    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in headline(report).items())
+    shape = ", ".join(str(s) for s in spec.input_shape)
+    return f"""# Model card: {spec.title} (`{spec.name}`)
+
+{spec.description}
+
+## Model
+- Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
+- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255; scaling happens inside the model.
+- Output: probabilities over {spec.num_classes} classes: {", ".join(spec.class_names)}.
+- Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
+
+## Data
+- Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.
+- Split: train {metadata["train_examples"]}, validation {metadata["val_examples"]}, test {metadata["test_examples"]} (official test split; validation {"official" if metadata.get("official_val") else "a seeded stratified slice of train"}).
+
+## Test metrics
+| metric | value |
+|---|---|
+{metrics}
+
+## Intended use
+{spec.intended_use or "Research and teaching."}
+
+## Limitations
+{spec.limitations or "Not evaluated outside the data set's own distribution."}
+"""

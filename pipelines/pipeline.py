@@ -1,0 +1,158 @@
+"""The verbs over one spec: train (fit, evaluate, track, export), export, evaluate.
+
+Each verb prints where its outputs went. Data is loaded before TensorFlow is imported, so a
+missing or corrupt file is reported in a second, not after start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import config, export, paths
+from pipelines.dataset import Dataset
+from pipelines.errors import PipelineError
+from pipelines.evaluation import classification_report, headline, to_markdown, write_report
+from pipelines.loaders import load_dataset
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def describe_dataset(dataset: Dataset) -> str:
+    val = len(dataset.val) if dataset.val is not None else 0
+    return f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} (sha256 {dataset.sha256[:12]})"
+
+
+def run_train(spec, run_name: str | None = None) -> dict:
+    from pipelines import model_card, training
+    from pipelines.plots import plot_history
+    from pipelines.tracking import Tracker, git_commit
+
+    dataset = load_dataset(spec)
+    say(f"[{spec.name}] {describe_dataset(dataset)}")
+    resume = training.ResumeState(spec)
+    pending = resume.pending_run_id()
+    if pending:
+        say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
+
+    with Tracker(spec.name, run_name=run_name, resume_run_id=pending) as tracker, tempfile.TemporaryDirectory() as scratch:
+        resume.remember(tracker.run_id)
+        out = Path(scratch)
+        tracker.log_params({**config.flatten(spec), "train_examples": len(dataset.train), "val_examples": len(dataset.val), "test_examples": len(dataset.test)})
+        tracker.log_dict(spec.to_dict(), "spec.json")
+        tracker.log_dict(dataset.files, "data_files_sha256.json")
+        commit = git_commit()
+        tracker.set_tags({"usecase": spec.name, "data_source": dataset.origin, "data_sha256": dataset.sha256, "git_commit": commit, "verb": "train"})
+
+        result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
+        tracker.set_tags(result.distribution.as_tags())
+        images_seen = len(dataset.train) * max(result.epochs_run, 1)
+        tracker.log_metrics({"fit_seconds": result.fit_seconds, "train_examples_per_second": images_seen / max(result.fit_seconds, 1e-9)})
+        if result.history.get("loss"):
+            tracker.log_artifact(plot_history(result.history, out / "training_curves.png"), "plots")
+
+        serving = result.models.serving
+        probabilities = training.predict_probabilities(serving, dataset.test.x)
+        report = classification_report(dataset.test.y, probabilities, spec.class_names)
+        for path in write_report(report, out / "evaluation", f"{spec.title}: test report"):
+            tracker.log_artifact(path, "evaluation")
+        tracker.log_metrics({f"test_{k}": v for k, v in headline(report).items()})
+
+        metadata = {
+            "usecase": spec.name,
+            "title": spec.title,
+            "task": spec.task,
+            "class_names": list(spec.class_names),
+            "input_shape": list(spec.input_shape),
+            "input_dtype": "uint8",
+            "mlflow_run_id": tracker.run_id,
+            "git_commit": commit,
+            "data_origin": dataset.origin,
+            "data_sha256": dataset.sha256,
+            "train_examples": len(dataset.train),
+            "val_examples": len(dataset.val),
+            "test_examples": len(dataset.test),
+            "official_val": spec.data.val_fraction == 0,
+            "epochs_run": result.epochs_run,
+            "test_metrics": headline(report),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        checkpoint = training.save_checkpoint(result.models, spec, metadata)
+        summary = {
+            "run_id": tracker.run_id,
+            "test": headline(report),
+            "checkpoint": str(checkpoint),
+            "fit_seconds": result.fit_seconds,
+            "epochs_run": result.epochs_run,
+            "train_examples": len(dataset.train),
+        }
+
+        if spec.export.enabled:
+            card = model_card.render(spec, metadata, report)
+            tracker.log_text(card, "MODEL_CARD.md")
+            model_dir = export.export_savedmodel(
+                serving, spec.name, dataset.test.x[:64], metadata, spec.export.tolerance,
+                extra_files={"MODEL_CARD.md": card, "report.json": json.dumps(report, indent=2)},
+            )
+            tracker.log_artifacts(model_dir, "saved_model")
+            tracker.set_tags({"exported_to": str(model_dir)})
+            registered = tracker.log_keras_model(
+                serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None
+            )
+            summary["exported_to"] = str(model_dir)
+            summary["registered_version"] = registered
+        resume.clear()
+
+    say(f"[{spec.name}] test " + ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
+    say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
+    if "exported_to" in summary:
+        say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {summary['registered_version']})" if summary.get("registered_version") else ""))
+    return summary
+
+
+def run_export(spec, checkpoint: str | None = None) -> Path:
+    """Export a trained `.keras` checkpoint (default: the latest `train`'s) as a new version."""
+    from pipelines.runtime import import_keras
+
+    keras = import_keras()
+    path = Path(checkpoint) if checkpoint else paths.checkpoints_dir(spec.name) / "latest.keras"
+    if not path.is_file():
+        raise PipelineError(f"no trained checkpoint at {path}; run `make train-{spec.name}` first or pass --checkpoint FILE")
+    info_path = path.with_suffix(".json")
+    metadata = json.loads(info_path.read_text()) if info_path.is_file() else {"usecase": spec.name}
+    model = keras.models.load_model(str(path))
+    # Real test images from the bundled sample prove the export, whatever data trained it.
+    sample = load_dataset(config.apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))
+    model_dir = export.export_savedmodel(model, spec.name, sample.test.x[:64], metadata, spec.export.tolerance)
+    say(f"[{spec.name}] SavedModel: {model_dir}")
+    return model_dir
+
+
+def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None) -> dict:
+    """Evaluate an exported SavedModel on the spec's test split, through its `serve` signature."""
+    from pipelines.runtime import import_keras
+
+    import_keras()
+    import tensorflow as tf
+
+    folder = Path(model_dir) if model_dir else export.latest_version_dir(spec.name)
+    metadata = export.read_metadata(folder)
+    if metadata.get("usecase") != spec.name:
+        raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
+    dataset = load_dataset(spec)
+    say(f"[{spec.name}] evaluating {folder} on {describe_dataset(dataset)}")
+    loaded = tf.saved_model.load(str(folder))
+    batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
+    report = classification_report(dataset.test.y, np.concatenate(batches), spec.class_names)
+    target = Path(out_dir) if out_dir else paths.usecase_models_dir(spec.name) / "evaluations" / f"v{folder.name}-{dataset.origin}"
+    write_report(report, target, f"{spec.title}: {folder} on {dataset.origin} test data")
+    print(to_markdown(report, f"{spec.title}: version {folder.name}"), file=sys.stdout)
+    say(f"[{spec.name}] report: {target}")
+    return report

@@ -1,0 +1,175 @@
+"""Compile and fit a spec's training model: schedule, callbacks, class weights, resume.
+
+A run killed halfway (Ctrl-C, OOM, a reboot) loses at most the epoch in progress:
+`BackupAndRestore` saves model and optimizer state after every epoch, and running the same
+command again continues from there, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import paths
+from pipelines.dataset import Dataset
+from pipelines.input_pipeline import fit_arguments
+from pipelines.model import Models, build_models
+from pipelines.runtime import import_keras, seed_everything
+from pipelines.strategy import DistributionSetup, setup_distribution
+
+
+@dataclass
+class TrainResult:
+    models: Models
+    history: dict[str, list[float]]
+    epochs_run: int
+    fit_seconds: float
+    distribution: DistributionSetup
+
+    @property
+    def best_epoch(self) -> int:
+        return len(self.history.get("loss", []))
+
+
+def spec_fingerprint(spec) -> str:
+    """What must match for a backup to be resumed: everything but export settings."""
+    data = spec.to_dict()
+    data.pop("export", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ResumeState:
+    """`models/<usecase>/checkpoints/backup/`: Keras' per-epoch backup plus which spec and
+    MLflow run it belongs to. A backup made under another spec is discarded, not resumed."""
+
+    def __init__(self, spec):
+        self.folder = paths.checkpoints_dir(spec.name) / "backup"
+        self.state_file = self.folder / "state.json"
+        self.fingerprint = spec_fingerprint(spec)
+
+    def pending_run_id(self) -> str | None:
+        if not self.state_file.is_file():
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            return None
+        state = json.loads(self.state_file.read_text())
+        if state.get("fingerprint") != self.fingerprint:
+            print("note: discarding an interrupted run's backup made with different settings", file=sys.stderr)
+            shutil.rmtree(self.folder)
+            return None
+        return state.get("run_id")
+
+    def remember(self, run_id: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"fingerprint": self.fingerprint, "run_id": run_id}))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency ("balanced") weights: each class contributes equally to the loss."""
+    counts = np.bincount(y, minlength=num_classes).astype(float)
+    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def learning_rate_schedule(spec, steps_per_epoch: int):
+    keras = import_keras()
+    train = spec.train
+    if train.schedule == "constant":
+        return train.learning_rate
+    if train.schedule != "cosine":
+        from pipelines.errors import UsageError
+
+        raise UsageError(f"unknown schedule '{train.schedule}'; known: cosine, constant")
+    total = max(1, train.epochs * steps_per_epoch)
+    warmup = min(train.warmup_epochs * steps_per_epoch, total - 1)
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, total - warmup, alpha=0.01, warmup_target=train.learning_rate, warmup_steps=warmup
+        )
+    return keras.optimizers.schedules.CosineDecay(train.learning_rate, total, alpha=0.01)
+
+
+def compile_for_training(models: Models, spec, steps_per_epoch: int) -> None:
+    keras = import_keras()
+    schedule = learning_rate_schedule(spec, steps_per_epoch)
+    if spec.train.weight_decay:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=spec.train.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
+    models.training.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | None = None) -> TrainResult:
+    keras = import_keras()
+    seed_everything(spec.train.seed, spec.train.deterministic)
+    distribution = setup_distribution(spec.train.precision)
+    batch_size = distribution.global_batch(spec.train.batch_size)
+    steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
+    with distribution.scope:
+        models = build_models(spec, dataset)
+        compile_for_training(models, spec, steps_per_epoch)
+
+    all_callbacks = list(callbacks)
+    if resume is not None:
+        all_callbacks.append(keras.callbacks.BackupAndRestore(str(resume.folder), delete_checkpoint=False))
+    if spec.train.early_stopping_patience:
+        mode = "min" if spec.primary_metric.endswith("loss") else "max"
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=spec.primary_metric, mode=mode, patience=spec.train.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    weights = class_weights(dataset.train.y, spec.num_classes) if spec.train.class_weights else None
+
+    started = time.perf_counter()
+    history = models.training.fit(
+        **fit_arguments(dataset.train, batch_size, spec.train.seed, training=True),
+        validation_data=_validation_data(dataset, batch_size),
+        epochs=spec.train.epochs,
+        class_weight=weights,
+        callbacks=all_callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    fit_seconds = time.perf_counter() - started
+    history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
+    return TrainResult(models, history_dict, len(history.epoch), fit_seconds, distribution)
+
+
+def _validation_data(dataset: Dataset, batch_size: int):
+    arguments = fit_arguments(dataset.val, batch_size, 0, training=False)
+    if "y" in arguments:
+        return arguments["x"], arguments["y"]
+    return arguments["x"]
+
+
+def predict_probabilities(model, x, batch_size: int = 512) -> np.ndarray:
+    from pipelines.input_pipeline import as_model_inputs
+
+    return np.asarray(model.predict(as_model_inputs(x), batch_size=batch_size, verbose=0))
+
+
+def save_checkpoint(models: Models, spec, info: dict) -> Path:
+    """The trained serving model as `.keras`, for `export` and `evaluate` without retraining."""
+    folder = paths.checkpoints_dir(spec.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "latest.keras"
+    staging = folder / "latest.keras.part.keras"
+    models.serving.save(str(staging))
+    staging.replace(path)
+    (folder / "latest.json").write_text(json.dumps(info, indent=2, default=str))
+    return path

@@ -1,0 +1,57 @@
+"""The command line: instant help, one-line errors with exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+from conftest import REPO, run_cli
+
+
+def test_help_imports_no_tensorflow():
+    code = (
+        "import sys, pipelines.__main__ as m\n"
+        "m.main(['list'])\n"
+        "heavy = [n for n in ('tensorflow', 'keras', 'mlflow') if n in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "digits" in result.stdout and "small_cnn" in result.stdout
+
+
+def test_help_lists_the_verbs():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for verb in ("list", "train", "evaluate", "export", "predict"):
+        assert f"  {verb}" in result.stdout
+
+
+def test_unknown_usecase_is_one_line_exit_2():
+    result = run_cli("train", "cats")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown use case 'cats'; choose one of: " + ", ".join(
+        __import__("pipelines.usecases", fromlist=["USECASES"]).USECASES
+    )
+
+
+def test_unknown_set_key_is_one_line_exit_2():
+    result = run_cli("train", "digits", "--set", "epohcs=3")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "valid keys:" in result.stderr and "train.epochs" in result.stderr
+
+
+def test_show_applies_overrides():
+    result = run_cli("show", "digits", "--data", "sample", "--set", "epochs=3")
+    assert result.returncode == 0
+    assert '"epochs": 3' in result.stdout and '"source": "sample"' in result.stdout
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    result = run_cli("train", "digits", "--data-dir", str(tmp_path / "nope"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --data-dir") and "Traceback" not in result.stderr
+
+
+def test_predict_without_a_model_says_what_to_do(tmp_path):
+    result = run_cli("predict", "digits", "x.png", env={"PIPELINES_MODELS_ROOT": str(tmp_path)})
+    assert result.returncode == 1
+    assert "run `make train-digits` first or pass --model DIR" in result.stderr

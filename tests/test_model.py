@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from pipelines.config import apply_overrides
+from pipelines.errors import UsageError
+from pipelines.model import build_models
+from pipelines.usecases import get_spec
+
+
+def test_serving_model_takes_raw_uint8_and_shares_weights_with_training():
+    spec = apply_overrides(get_spec("digits"), {"model.augmentation": ("rotate", "zoom")})
+    models = build_models(spec)
+    assert models.serving.inputs[0].dtype == "uint8" and tuple(models.serving.inputs[0].shape) == (None, 28, 28)
+    assert models.training is not models.serving
+    # Augmentation only in the training graph; the weights are the same objects.
+    assert "augmentation" in [layer.name for layer in models.training.layers]
+    assert "augmentation" not in [layer.name for layer in models.serving.layers]
+    assert {id(w) for w in models.serving.weights} == {id(w) for w in models.training.weights}
+    probabilities = models.serving.predict(np.zeros((2, 28, 28), np.uint8), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_no_augmentation_means_one_model():
+    models = build_models(get_spec("digits"))
+    assert models.training is models.serving
+
+
+def test_unknown_builder_parameter_is_named():
+    spec = apply_overrides(get_spec("digits"), {"model.builder": "small_cnn"})
+    spec = spec.__class__(**{**spec.__dict__, "model": spec.model.__class__(builder="small_cnn", params={"depth": 3})})
+    with pytest.raises(UsageError, match="takes no parameter\\(s\\) depth"):
+        build_models(spec)
+
+
+def test_unknown_augmentation_is_named():
+    spec = apply_overrides(get_spec("digits"), {"model.augmentation": ("smudge",)})
+    with pytest.raises(UsageError, match="unknown augmentation 'smudge'"):
+        build_models(spec)

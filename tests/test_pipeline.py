@@ -1,0 +1,169 @@
+"""End to end on the bundled digits sample: a real 1-epoch train that logs to a real MLflow
+store, exports a SavedModel that reloads and predicts; then the export/evaluate verbs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.config import apply_overrides
+from pipelines.usecases import get_spec
+
+TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train once for the module, in its own MLflow store and models folder."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("PIPELINES_MODELS_ROOT", str(root / "models"))
+        from pipelines.pipeline import run_train
+
+        spec = apply_overrides(get_spec("digits"), TINY)
+        summary = run_train(spec, run_name="test")
+        yield {"root": root, "spec": spec, "summary": summary}
+
+
+def test_train_logs_a_complete_mlflow_run(trained):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{trained['root'] / 'mlflow.db'}")
+    run = client.get_run(trained["summary"]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "1"
+    assert run.data.params["model.builder"] == "small_cnn"
+    assert run.data.params["train_examples"] == str(360)  # 400 minus the 10% validation slice
+    tags = run.data.tags
+    assert tags["usecase"] == "digits" and tags["data_source"] == "sample"
+    assert len(tags["data_sha256"]) == 64 and tags["keras_backend"] == "tensorflow"
+    assert tags["devices"] == "cpu" and tags["precision"] == "float32"
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [0], name
+    assert 0.2 < run.data.metrics["test_accuracy"] <= 1.0  # 10 classes: chance is 0.1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"plots", "evaluation", "saved_model", "spec.json", "MODEL_CARD.md"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/report.json", "evaluation/report.md", "evaluation/confusion_matrix.png"} <= evaluation
+    assert client.get_model_version("digits", "1").run_id == run.info.run_id
+
+
+def test_export_reloads_and_serves_raw_uint8_images(trained):
+    import tensorflow as tf
+
+    from pipelines.loaders import load_dataset
+
+    model_dir = Path(trained["summary"]["exported_to"])
+    assert model_dir.name == "1" and model_dir.parent.name == "digits"
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["input_shape"] == [28, 28] and metadata["class_names"][3] == "3"
+    card = (model_dir / "MODEL_CARD.md").read_text()
+    assert "## Test metrics" in card and f"| accuracy | {metadata['test_metrics']['accuracy']:.4f} |" in card
+    images = load_dataset(trained["spec"]).test.x[:5]
+    loaded = tf.saved_model.load(str(model_dir))
+    for batch in (images[:1], images):  # any batch size
+        probabilities = loaded.serve(tf.constant(batch)).numpy()
+        assert probabilities.shape == (len(batch), 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises((TypeError, ValueError)):
+        loaded.serve(tf.constant(images.astype("float32")))  # the signature is uint8 only
+    assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".export-")]
+
+
+def test_export_verb_publishes_the_next_version(trained):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINES_MODELS_ROOT", str(trained["root"] / "models"))
+        from pipelines.pipeline import run_export
+
+        model_dir = run_export(trained["spec"])
+    assert model_dir.name == "2"
+    assert json.loads((model_dir / "metadata.json").read_text())["mlflow_run_id"] == trained["summary"]["run_id"]
+
+
+def test_evaluate_verb_matches_train_metrics(trained, tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINES_MODELS_ROOT", str(trained["root"] / "models"))
+        from pipelines.pipeline import run_evaluate
+
+        report = run_evaluate(trained["spec"], model_dir=trained["summary"]["exported_to"], out_dir=str(tmp_path))
+    assert report["accuracy"] == pytest.approx(trained["summary"]["test"]["accuracy"], abs=1e-6)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_predict_cli_reads_images_and_names_bad_files(trained, tmp_path):
+    from PIL import Image
+
+    from conftest import run_cli
+    from pipelines.loaders import load_dataset
+
+    test = load_dataset(trained["spec"]).test
+    grey = tmp_path / "digit.png"
+    Image.fromarray(test.x[0]).save(grey)
+    colour_large = tmp_path / "digit_rgb.jpg"
+    Image.fromarray(test.x[1]).convert("RGB").resize((112, 112)).save(colour_large, quality=95)
+    broken = tmp_path / "notes.png"
+    broken.write_text("not an image")
+    result = run_cli("predict", "digits", "--model", trained["summary"]["exported_to"], str(grey), str(broken), str(colour_large))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{grey}: ") and lines[1].startswith(f"{colour_large}: ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {broken}: not a readable image (UnidentifiedImageError); use PNG or JPEG"]
+    assert "Traceback" not in result.stderr
+
+
+def test_same_seed_same_metrics(isolated):
+    """Determinism: seeded Python/NumPy/TF and deterministic TF ops give identical results."""
+    from pipelines import training
+    from pipelines.loaders import load_dataset
+
+    spec = apply_overrides(get_spec("digits"), {**TINY, "data.train_limit": 300})
+    dataset = load_dataset(spec)
+    first = training.train(spec, dataset).history
+    second = training.train(spec, dataset).history
+    assert first == second
+
+
+def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
+    """Ctrl-C after the first epoch, then the same command: training continues from the
+    backup, in the same MLflow run, and the run ends FINISHED with every epoch logged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    from conftest import REPO
+    from pipelines import paths
+
+    args = [sys.executable, "-m", "pipelines", "train", "digits", "--data", "sample", "--no-export",
+            "--set", "train_limit=2000", "--set", "epochs=3"]
+    metadata = paths.checkpoints_dir("digits") / "backup" / "training_metadata.json"
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 300
+    while not metadata.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (killed,) = client.search_runs(client.get_experiment_by_name("digits").experiment_id)
+    assert killed.info.status == "KILLED"
+
+    resumed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming interrupted MLflow run {killed.info.run_id}" in resumed.stdout
+    assert "Epoch 1/3" not in resumed.stdout  # the first epoch is not trained again
+    run = client.get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")} == {0, 1, 2}
+    assert not (paths.checkpoints_dir("digits") / "backup").exists()

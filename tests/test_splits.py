@@ -1,0 +1,29 @@
+import numpy as np
+
+from pipelines.config import apply_overrides
+from pipelines.loaders import load_dataset
+from pipelines.splits import stratified_indices
+from pipelines.usecases import get_spec
+
+
+def test_stratified_indices_are_disjoint_and_keep_proportions():
+    y = np.repeat(np.arange(4), [100, 50, 30, 20])
+    keep, held = stratified_indices(y, 0.2, seed=0)
+    assert len(set(keep) & set(held)) == 0 and len(keep) + len(held) == len(y)
+    np.testing.assert_array_equal(np.bincount(y[held]), [20, 10, 6, 4])
+
+
+def test_validation_is_carved_from_train_and_seeded():
+    spec = apply_overrides(get_spec("digits"), {"data.source": "sample"})
+    first, second = load_dataset(spec), load_dataset(spec)
+    assert len(first.train) == 4500 and len(first.val) == 500 and len(first.test) == 1000
+    np.testing.assert_array_equal(first.val.x, second.val.x)
+    other = load_dataset(apply_overrides(spec, {"train.seed": 7}))
+    assert not np.array_equal(first.val.x, other.val.x)
+
+
+def test_train_limit_is_stratified():
+    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "data.train_limit": 1000})
+    dataset = load_dataset(spec)
+    assert len(dataset.train) + len(dataset.val) == 1000
+    assert np.bincount(dataset.train.y).min() >= 70

@@ -1,0 +1,26 @@
+import json
+
+import pytest
+
+from pipelines.errors import PipelineError
+from pipelines.strategy import _pick_precision, setup_distribution
+
+
+def test_cpu_gets_one_device_in_float32():
+    setup = setup_distribution("auto")
+    assert (setup.backend, setup.strategy, setup.replicas, setup.precision) == ("tensorflow", "default", 1, "float32")
+    assert setup.global_batch(128) == 128
+    assert setup.as_tags()["devices"] == "cpu"
+
+
+def test_precision_choice():
+    assert _pick_precision("auto", [], True) == "float32"
+    assert _pick_precision("auto", ["gpu"], True) == "mixed_bfloat16"
+    assert _pick_precision("auto", ["gpu"], False) == "mixed_float16"
+    assert _pick_precision("float32", ["gpu"], True) == "float32"
+
+
+def test_multi_worker_tf_config_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(PipelineError, match="KERAS_BACKEND=jax"):
+        setup_distribution("auto")
