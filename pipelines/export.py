@@ -54,6 +54,8 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
     """Export, verify and publish `model`; returns `models/<usecase>/<version>`."""
     import tensorflow as tf
 
+    from pipelines.training import predict_probabilities
+
     base = paths.usecase_models_dir(usecase)
     base.mkdir(parents=True, exist_ok=True)
     staging = base / f".export-{os.getpid()}-{int(time.time() * 1000)}"
@@ -61,7 +63,7 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
         model.export(str(staging), format="tf_saved_model", verbose=False)
         loaded = tf.saved_model.load(str(staging))  # keep a reference: see STACK.md
         exported = call_serving(loaded, check_inputs)
-        expected = np.asarray(model.predict(as_model_inputs(check_inputs), verbose=0))
+        expected = predict_probabilities(model, check_inputs)
         difference = float(np.max(np.abs(exported - expected)))
         if not np.isfinite(difference) or difference > tolerance:
             raise PipelineError(

@@ -32,7 +32,7 @@ def _mlflow():
     import mlflow
 
     # "artifact_path is deprecated" and friends: noise for a user of this tool.
-    for name in ("mlflow.models.model", "mlflow.tracking._tracking_service.client", "alembic"):
+    for name in ("mlflow.models.model", "mlflow.tracking._tracking_service.client", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return mlflow
 

@@ -158,9 +158,20 @@ def _validation_data(dataset: Dataset, batch_size: int):
 
 
 def predict_probabilities(model, x, batch_size: int = 512) -> np.ndarray:
+    """Batch-by-batch `predict_on_batch`: `model.predict` on arrays builds a parallel tf.data
+    map that TF's determinism rewrite re-parses, printing a spurious C++ error line."""
     from pipelines.input_pipeline import as_model_inputs
 
-    return np.asarray(model.predict(as_model_inputs(x), batch_size=batch_size, verbose=0))
+    inputs = as_model_inputs(x)
+    count = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
+    batches = []
+    for start in range(0, count, batch_size):
+        if isinstance(inputs, dict):
+            batch = {name: column[start : start + batch_size] for name, column in inputs.items()}
+        else:
+            batch = inputs[start : start + batch_size]
+        batches.append(np.asarray(model.predict_on_batch(batch)))
+    return np.concatenate(batches) if batches else np.zeros((0,))
 
 
 def save_checkpoint(models: Models, spec, info: dict) -> Path:
