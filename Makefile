@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIPELINES := $(BIN)/python -m pipelines
-USECASES := digits
+USECASES := digits cucumber
 
 # Options passed through to `train` (make train-digits EPOCHS=3 DATA=sample DATA_DIR=~/mnist SET="model.dropout=0.2")
 DATA ?=
@@ -61,5 +61,6 @@ bench-digits: $(STAMP) ## full MNIST: our digits pipeline vs the keras-io convne
 mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000
 
-clean: ## remove run outputs (models/, mlflow.db, mlartifacts/); keeps .venv and downloads
-	rm -rf models/*/ mlflow.db mlartifacts mlruns
+clean: ## remove run outputs (models/<usecase>/, mlflow.db, mlartifacts/); keeps .venv, downloads, pretrained weights
+	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
+	rm -rf mlflow.db mlartifacts mlruns

@@ -124,30 +124,93 @@ def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | N
         models = build_models(spec, dataset)
         compile_for_training(models, spec, steps_per_epoch)
 
-    all_callbacks = list(callbacks)
-    if resume is not None:
-        all_callbacks.append(keras.callbacks.BackupAndRestore(str(resume.folder), delete_checkpoint=False))
-    if spec.train.early_stopping_patience:
-        mode = "min" if spec.primary_metric.endswith("loss") else "max"
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=spec.primary_metric, mode=mode, patience=spec.train.early_stopping_patience, restore_best_weights=True
-            )
-        )
     weights = class_weights(dataset.train.y, spec.num_classes) if spec.train.class_weights else None
+    phase = _Phase(spec, models, dataset, batch_size, tuple(callbacks), weights)
 
     started = time.perf_counter()
-    history = models.training.fit(
-        **fit_arguments(dataset.train, batch_size, spec.train.seed, training=True),
-        validation_data=_validation_data(dataset, batch_size),
-        epochs=spec.train.epochs,
-        class_weight=weights,
-        callbacks=all_callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    history = phase.fit(0, spec.train.epochs, resume.folder if resume else None, spec.train.seed)
+    if spec.train.fine_tune_epochs:
+        with distribution.scope:
+            _prepare_fine_tuning(spec, models, steps_per_epoch)
+        fine_tuned = phase.fit(
+            spec.train.epochs,
+            spec.train.epochs + spec.train.fine_tune_epochs,
+            resume.folder / "fine_tune" if resume else None,
+            spec.train.seed + 1,
+        )
+        history = {k: history.get(k, []) + fine_tuned.get(k, []) for k in {*history, *fine_tuned}}
     fit_seconds = time.perf_counter() - started
-    history_dict = {k: [float(v) for v in values] for k, values in history.history.items()}
-    return TrainResult(models, history_dict, len(history.epoch), fit_seconds, distribution)
+    return TrainResult(models, history, len(history.get("loss", [])), fit_seconds, distribution)
+
+
+@dataclass
+class _Phase:
+    """What every `fit` of a run shares; a phase is a range of epochs with its own backup."""
+
+    spec: object
+    models: Models
+    dataset: Dataset
+    batch_size: int
+    callbacks: tuple
+    class_weight: dict | None
+
+    def fit(self, initial_epoch: int, epochs: int, backup: Path | None, seed: int) -> dict[str, list[float]]:
+        keras = import_keras()
+        spec = self.spec
+        callbacks = list(self.callbacks)
+        if backup is not None:
+            callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
+        if spec.train.early_stopping_patience:
+            mode = "min" if spec.primary_metric.endswith("loss") else "max"
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=spec.primary_metric, mode=mode, patience=spec.train.early_stopping_patience, restore_best_weights=True
+                )
+            )
+        history = self.models.training.fit(
+            **fit_arguments(self.dataset.train, self.batch_size, seed, training=True),
+            validation_data=_validation_data(self.dataset, self.batch_size),
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            class_weight=self.class_weight,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def unfreeze_top(backbone, count: int) -> int:
+    """Make the top `count` layers of `backbone` trainable (all when 0), except BatchNorm,
+    whose statistics a small data set would wreck; returns how many layers now train."""
+    keras = import_keras()
+    backbone.trainable = True
+    candidates = backbone.layers if count == 0 else backbone.layers[-count:]
+    for layer in backbone.layers:
+        layer.trainable = layer in candidates and not isinstance(layer, keras.layers.BatchNormalization)
+    return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
+
+
+def _prepare_fine_tuning(spec, models: Models, steps_per_epoch: int) -> None:
+    """Phase 2 of transfer learning: unfreeze the backbone's top and recompile at
+    `fine_tune_learning_rate`, with a fresh schedule over `fine_tune_epochs`."""
+    import dataclasses
+
+    from pipelines.errors import PipelineError
+
+    try:
+        backbone = models.network.get_layer("backbone")
+    except ValueError:
+        raise PipelineError(
+            f"fine_tune_epochs needs a pretrained backbone; builder '{spec.model.builder}' has none (use model.builder=transfer)"
+        ) from None
+    unfreeze_top(backbone, spec.train.fine_tune_layers)
+    phase = dataclasses.replace(
+        spec,
+        train=dataclasses.replace(
+            spec.train, epochs=spec.train.fine_tune_epochs, learning_rate=spec.train.fine_tune_learning_rate, warmup_epochs=0
+        ),
+    )
+    compile_for_training(models, phase, steps_per_epoch)
 
 
 def _validation_data(dataset: Dataset, batch_size: int):

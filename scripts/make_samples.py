@@ -43,8 +43,16 @@ def sample_xy_npz(source: Path, target: Path, sizes: dict[str, int]) -> None:
     shutil.copy(source / "classes.json", target / "classes.json")
 
 
+def copy_files(source: Path, target: Path, names: list[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(source / name, target / name)
+
+
 SAMPLERS = {
     "digits": lambda src: sample_xy_npz(src / "digits", SAMPLES / "digits", {"train": 5000, "test": 1000}),
+    # The whole official test batch of CUCUMBER-9 prototype 1 (1.1 MB): all there is offline.
+    "cucumber": lambda src: copy_files(src / "cucumber", SAMPLES / "cucumber", ["p1_test.npz", "classes.json"]),
 }
 
 

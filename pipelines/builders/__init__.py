@@ -26,6 +26,10 @@ BUILDERS = {
         "pipelines.builders.small_cnn:build_small_cnn",
         "conv blocks (conv-BN-ReLU x N, max-pool) + dense head; fast on CPU for 28-32 px images",
     ),
+    "transfer": BuilderEntry(
+        "pipelines.builders.transfer:build_transfer",
+        "ImageNet-pretrained keras.applications backbone (mobilenet, mobilenet_v2, efficientnet_b0) + new head; fine-tunes its top",
+    ),
 }
 
 

@@ -1,0 +1,115 @@
+"""Transfer learning from an ImageNet-pretrained `keras.applications` backbone.
+
+The network resizes the image to the backbone's resolution, scales pixels the way the
+backbone was trained, runs the backbone **in inference mode** (its BatchNorm statistics are
+never updated, even when its top is unfrozen for fine-tuning) and adds a new head. The
+backbone is a layer named `backbone`, frozen here; `pipelines.training` unfreezes its top
+for the second (fine-tuning) phase when `train.fine_tune_epochs > 0`.
+
+Weights: `weights="imagenet"` uses a local copy when there is one (`models/pretrained/` or
+Keras' cache `~/.keras/models/`) and else downloads it; `weights=<path to .h5>` loads that
+file; `weights=none` trains from scratch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines import paths
+from pipelines.errors import PipelineError, UsageError
+from pipelines.runtime import import_keras
+
+
+@dataclass(frozen=True)
+class Backbone:
+    application: str  # keras.applications attribute
+    scale: float  # pixels in [0, 1] -> what the backbone expects: x * scale + offset
+    offset: float
+    weight_file_glob: str  # Keras' no-top weight file names, for finding a local copy
+
+
+BACKBONES = {
+    # "tf"-mode models expect [-1, 1]; EfficientNet rescales 0-255 itself.
+    "mobilenet": Backbone("MobileNet", 2.0, -1.0, "mobilenet_{alpha}_*_tf_no_top.h5"),
+    "mobilenet_v2": Backbone("MobileNetV2", 2.0, -1.0, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_*_no_top.h5"),
+    "efficientnet_b0": Backbone("EfficientNetB0", 255.0, 0.0, "efficientnetb0_notop.h5"),
+}
+_ALPHA_TEXT = {"mobilenet": {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}}
+
+
+def weight_search_dirs() -> list[Path]:
+    return [paths.REPO_ROOT / "models" / "pretrained", Path.home() / ".keras" / "models"]
+
+
+def find_local_weights(backbone: str, alpha: float) -> Path | None:
+    alpha_text = _ALPHA_TEXT.get(backbone, {}).get(alpha, str(alpha))
+    pattern = BACKBONES[backbone].weight_file_glob.format(alpha=alpha_text)
+    for folder in weight_search_dirs():
+        matches = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        if matches:
+            return matches[-1]
+    return None
+
+
+def load_backbone(backbone: str, image_size: int, alpha: float, weights: str | None):
+    keras = import_keras()
+    if backbone not in BACKBONES:
+        raise UsageError(f"unknown backbone '{backbone}'; known: {', '.join(sorted(BACKBONES))}")
+    application = getattr(keras.applications, BACKBONES[backbone].application)
+    kwargs = {"input_shape": (image_size, image_size, 3), "include_top": False}
+    if backbone.startswith("mobilenet"):
+        kwargs["alpha"] = alpha
+    source = weights
+    if weights == "imagenet":
+        local = find_local_weights(backbone, alpha)
+        source = str(local) if local else "imagenet"
+    elif weights and weights != "none" and not Path(weights).expanduser().is_file():
+        raise PipelineError(f"weights file {weights} does not exist; pass a .h5 no-top weight file, 'imagenet' or 'none'")
+    elif weights and weights != "none":
+        source = str(Path(weights).expanduser())
+    try:
+        with warnings.catch_warnings():
+            # No-top weights do not depend on the input size; Keras warns all the same.
+            warnings.filterwarnings("ignore", message=".*Weights for input shape.*")
+            model = application(weights=None if source in (None, "none") else source, **kwargs)
+    except Exception as exc:  # Keras raises a bare Exception for a failed download
+        if source != "imagenet":
+            raise PipelineError(f"cannot load backbone weights from {source}: {exc}") from None
+        expected = BACKBONES[backbone].weight_file_glob.format(alpha=_ALPHA_TEXT.get(backbone, {}).get(alpha, alpha))
+        raise PipelineError(
+            f"cannot download ImageNet weights for {backbone} ({str(exc).splitlines()[0][:120]}); offline? "
+            f"pass --set weights=/path/to/{expected.replace('*', '224')} or put the file in models/pretrained/"
+        ) from None
+    model.trainable = False
+    return model
+
+
+def build_transfer(
+    input_shape: tuple,
+    num_classes: int,
+    backbone: str = "mobilenet",
+    alpha: float = 0.25,
+    image_size: int = 128,
+    weights: str = "imagenet",
+    dropout: float = 0.2,
+    name: str = "transfer",
+):
+    keras = import_keras()
+    layers = keras.layers
+    base = load_backbone(backbone, image_size, alpha, weights)
+    base.name = "backbone"
+    spec = BACKBONES[backbone]
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    x = inputs
+    if input_shape[-1] == 1:
+        x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    if tuple(input_shape[:2]) != (image_size, image_size):
+        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = layers.Rescaling(spec.scale, offset=spec.offset, name="backbone_scaling")(x)
+    x = base(x, training=False)  # inference-mode BatchNorm, also once unfrozen
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,99 @@
+"""32x32 colour image sets in the CIFAR-10 "python" layout: CUCUMBER-9 (cucumber grading).
+
+Reads whichever layout the folder holds, first match wins:
+1. the CIFAR-10 python batches as released (`data_batch_1..5`, `test_batch`, `batches.meta`):
+   the full CUCUMBER-9 prototype 1 after unpacking `cucumber-9-python.tar.gz`;
+2. `train.npz` + `test.npz` with `x` (N x 32 x 32 x 3 uint8) and `y`;
+3. one `.npz` of x/y (the bundled sample: the official test batch only), split here into
+   train and test, seeded and stratified (`data.options["test_fraction"]`).
+
+The batches are Python pickles. They are read with an unpickler that only builds dicts,
+lists, strings, numbers and NumPy arrays, so a tampered file cannot run code.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.dataset import Dataset, Split
+from pipelines.errors import PipelineError
+from pipelines.loaders.mnist_format import _read_npz
+from pipelines.sources import locate, sha256sum
+
+LAYOUTS = "CIFAR python batches (data_batch_*, test_batch), train.npz + test.npz, or one x/y .npz"
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_batch(path: Path) -> dict:
+    """One CIFAR python batch: {'data': N x 3072 uint8 (channel-major), 'labels': [...]}, keys as str."""
+    try:
+        raw = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise PipelineError(f"{path} is not a readable CIFAR batch ({exc}); re-extract the archive") from None
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+
+def _batch_split(paths: list[Path]) -> Split:
+    xs, ys = [], []
+    for path in paths:
+        batch = read_batch(path)
+        data = np.asarray(batch.get("data"), dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise PipelineError(f"{path}: 'data' has shape {data.shape}, expected (N, 3072)")
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW rows -> HWC images
+        ys.append(np.asarray(batch.get("labels"), dtype=np.int64))
+    return Split(np.concatenate(xs), np.concatenate(ys))
+
+
+def load(spec) -> Dataset:
+    located = locate(spec.name, spec.data.source, spec.data.data_dir, (), describe=LAYOUTS)
+    dataset = read_folder(located.folder, spec.class_names, located.origin, spec.data.options.get("test_fraction", 0.2), spec.train.seed)
+    dataset.check_images(spec.input_shape, str(located.folder))
+    return dataset
+
+
+def read_folder(folder: Path, class_names: tuple, origin: str, test_fraction: float, seed: int) -> Dataset:
+    batches = sorted(folder.glob("data_batch_*"))
+    if batches and (folder / "test_batch").is_file():
+        used = batches + [folder / "test_batch"]
+        train, test = _batch_split(batches), _batch_split([folder / "test_batch"])
+    elif (folder / "train.npz").is_file() and (folder / "test.npz").is_file():
+        used = [folder / "train.npz", folder / "test.npz"]
+        train, test = (Split(**_read_npz(p, ("x", "y"))) for p in used)
+    else:
+        used = sorted(folder.glob("*.npz"))
+        if len(used) != 1:
+            raise PipelineError(f"{folder} holds no CIFAR-format data; expected {LAYOUTS}")
+        from pipelines.splits import stratified_indices
+
+        everything = Split(**_read_npz(used[0], ("x", "y")))
+        everything.y = everything.y.astype(np.int64)
+        keep, held = stratified_indices(everything.y, test_fraction, seed)
+        train, test = everything.take(np.sort(keep)), everything.take(np.sort(held))
+    return Dataset(
+        train=Split(train.x, train.y.astype(np.int64)),
+        test=Split(test.x, test.y.astype(np.int64)),
+        class_names=tuple(class_names),
+        origin=origin,
+        files={path.name: sha256sum(path) for path in used},
+    )

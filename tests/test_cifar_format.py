@@ -1,0 +1,65 @@
+"""The CIFAR-format loader (CUCUMBER-9) on the real bundled batch."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from pipelines import paths
+from pipelines.errors import PipelineError
+from pipelines.loaders.cifar_format import read_batch, read_folder
+
+CLASSES = tuple(f"c{i}" for i in range(9))
+
+
+@pytest.fixture
+def bundled():
+    return read_folder(paths.samples_dir("cucumber"), CLASSES, "sample", 0.2, 42)
+
+
+def test_single_batch_is_split_stratified(bundled):
+    assert (len(bundled.train), len(bundled.test)) == (396, 99)
+    assert bundled.train.x.shape[1:] == (32, 32, 3) and bundled.train.x.dtype == np.uint8
+    assert set(np.unique(bundled.test.y)) == set(range(9))
+    assert not set(map(bytes, bundled.train.x)) & set(map(bytes, bundled.test.x))
+
+
+def write_batch(path, x, y, protocol=2):
+    data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # HWC images -> CHW rows, as CIFAR stores them
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": data, b"labels": [int(v) for v in y], b"batch_label": b"x"}, handle, protocol=protocol)
+
+
+def test_cifar_python_batches_round_trip(bundled, tmp_path):
+    x, y = bundled.train.x, bundled.train.y
+    write_batch(tmp_path / "data_batch_1", x[:200], y[:200])
+    write_batch(tmp_path / "data_batch_2", x[200:], y[200:])
+    write_batch(tmp_path / "test_batch", bundled.test.x, bundled.test.y)
+    loaded = read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+    np.testing.assert_array_equal(loaded.train.x, x)
+    np.testing.assert_array_equal(loaded.test.y, bundled.test.y)
+    assert sorted(loaded.files) == ["data_batch_1", "data_batch_2", "test_batch"]
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": Exploit()}))
+    with pytest.raises(PipelineError, match="refusing to load"):
+        read_batch(tmp_path / "data_batch_1")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_batch_is_named(bundled, tmp_path):
+    write_batch(tmp_path / "data_batch_1", bundled.train.x[:10], bundled.train.y[:10])
+    (tmp_path / "data_batch_1").write_bytes((tmp_path / "data_batch_1").read_bytes()[:1000])
+    with pytest.raises(PipelineError, match="data_batch_1 is not a readable CIFAR batch"):
+        read_batch(tmp_path / "data_batch_1")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(PipelineError, match="holds no CIFAR-format data"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)

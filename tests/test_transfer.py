@@ -1,0 +1,80 @@
+"""The transfer builder with the real ImageNet MobileNet weights committed in models/pretrained/."""
+
+import h5py
+import numpy as np
+import pytest
+
+from pipelines import paths
+from pipelines.builders import transfer
+from pipelines.config import apply_overrides
+from pipelines.errors import PipelineError
+from pipelines.training import unfreeze_top
+from pipelines.usecases import get_spec
+
+WEIGHTS = paths.REPO_ROOT / "models" / "pretrained" / "mobilenet_2_5_224_tf_no_top.h5"
+
+
+def test_local_imagenet_weights_are_found_and_loaded():
+    assert transfer.find_local_weights("mobilenet", 0.25) == WEIGHTS
+    model = transfer.build_transfer((32, 32, 3), 9, image_size=64)
+    backbone = model.get_layer("backbone")
+    with h5py.File(WEIGHTS) as weights:
+        np.testing.assert_array_equal(backbone.get_layer("conv_pw_13").get_weights()[0], weights["conv_pw_13/conv_pw_13/kernel:0"][()])
+    assert not backbone.trainable
+    assert model.output_shape == (None, 9)
+
+
+def test_grey_input_is_repeated_to_rgb_and_weights_none_trains_from_scratch():
+    model = transfer.build_transfer((28, 28, 1), 10, image_size=32, weights="none")
+    assert "grey_to_rgb" in [layer.name for layer in model.layers]
+    probabilities = model.predict(np.random.default_rng(0).random((2, 28, 28, 1)), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_missing_weights_file_is_one_line(tmp_path):
+    with pytest.raises(PipelineError, match="does not exist"):
+        transfer.build_transfer((32, 32, 3), 9, weights=str(tmp_path / "nope.h5"))
+
+
+def test_no_local_copy_and_no_network_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(transfer, "weight_search_dirs", lambda: [])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache
+    try:
+        transfer.build_transfer((32, 32, 3), 9, image_size=32)
+    except PipelineError as error:
+        assert "cannot download ImageNet weights" in str(error) and "--set weights=" in str(error)
+        assert "\n" not in str(error)
+    # With a network, Keras downloads the weights and the build succeeds: also correct.
+
+
+def test_unfreeze_top_keeps_batchnorm_frozen():
+    model = transfer.build_transfer((32, 32, 3), 9, image_size=32)
+    backbone = model.get_layer("backbone")
+    trainable = unfreeze_top(backbone, 10)
+    top = backbone.layers[-10:]
+    assert trainable == sum(1 for layer in top if layer.weights and "bn" not in layer.name)
+    assert all(not layer.trainable for layer in backbone.layers if "_bn" in layer.name)
+    assert all(not layer.trainable for layer in backbone.layers[:-10])
+
+
+def test_fine_tuning_phase_continues_the_epochs(isolated):
+    from pipelines import training
+    from pipelines.loaders import load_dataset
+
+    spec = apply_overrides(
+        get_spec("cucumber"),
+        {"data.source": "sample", "epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "data.train_limit": 120},
+    )
+    result = training.train(spec, load_dataset(spec), resume=training.ResumeState(spec))
+    assert result.epochs_run == 2 and len(result.history["val_accuracy"]) == 2
+    assert (training.ResumeState(spec).folder / "fine_tune" / "training_metadata.json").is_file()
+    assert any(layer.trainable for layer in result.models.network.get_layer("backbone").layers)
+
+
+def test_fine_tuning_needs_a_backbone(isolated):
+    from pipelines import training
+    from pipelines.loaders import load_dataset
+
+    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "fine_tune_epochs": 1, "data.train_limit": 200})
+    with pytest.raises(PipelineError, match="needs a pretrained backbone"):
+        training.train(spec, load_dataset(spec))
