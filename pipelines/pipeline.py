@@ -19,6 +19,7 @@ from pipelines.dataset import Dataset
 from pipelines.errors import PipelineError
 from pipelines.evaluation import classification_report, headline, to_markdown, write_report
 from pipelines.loaders import load_dataset
+from pipelines.runtime import has_tensorflow
 
 
 def say(message: str) -> None:
@@ -94,7 +95,9 @@ def run_train(spec, run_name: str | None = None) -> dict:
             "train_examples": len(dataset.train),
         }
 
-        if spec.export.enabled:
+        if spec.export.enabled and not has_tensorflow():
+            say(f"[{spec.name}] export skipped: a SavedModel needs TensorFlow, which is not installed here")
+        elif spec.export.enabled:
             card = model_card.render(spec, metadata, report)
             tracker.log_text(card, "MODEL_CARD.md")
             model_dir = export.export_savedmodel(
