@@ -47,7 +47,8 @@ def import_keras():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     with _quiet_stderr():
-        if os.environ["KERAS_BACKEND"] == "tensorflow":
+        # Under other backends TensorFlow still serves tf.data and SavedModel export when present.
+        if os.environ["KERAS_BACKEND"] == "tensorflow" or has_tensorflow():
             import tensorflow  # noqa: F401  (its import prints the banner we hide)
         import keras
     return keras
