@@ -33,6 +33,7 @@ class Dataset:
     origin: str  # how it was found: sample, data_dir, system, cache, download
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     val: Split | None = None  # an official validation split, when the data set has one
+    val_origin: str = "official"  # or "carved from train" (set by pipelines.splits)
 
     def check_images(self, input_shape: tuple, files_hint: str) -> None:
         """Fail early, naming the data, if arrays do not match what the spec serves."""

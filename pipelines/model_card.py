@@ -21,7 +21,7 @@ def render(spec, metadata: dict, report: dict) -> str:
 
 ## Data
 - Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.
-- Split: train {metadata["train_examples"]}, validation {metadata["val_examples"]}, test {metadata["test_examples"]} (official test split; validation {"official" if metadata.get("official_val") else "a seeded stratified slice of train"}).
+- Split: train {metadata["train_examples"]}, validation {metadata["val_examples"]}, test {metadata["test_examples"]} (official test split; validation: {metadata.get("val_origin", "official")}).
 
 ## Test metrics
 | metric | value |

@@ -80,7 +80,7 @@ def run_train(spec, run_name: str | None = None) -> dict:
             "train_examples": len(dataset.train),
             "val_examples": len(dataset.val),
             "test_examples": len(dataset.test),
-            "official_val": spec.data.val_fraction == 0,
+            "val_origin": dataset.val_origin,
             "epochs_run": result.epochs_run,
             "test_metrics": headline(report),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -30,5 +30,6 @@ def finalize_splits(dataset: Dataset, spec) -> Dataset:
             raise PipelineError(f"val_fraction must be between 0 and 1, got {spec.data.val_fraction}")
         train_idx, val_idx = stratified_indices(dataset.train.y, spec.data.val_fraction, seed)
         dataset.val = dataset.train.take(np.sort(val_idx))
+        dataset.val_origin = f"a seeded stratified {spec.data.val_fraction:.0%} of train"
         dataset.train = dataset.train.take(np.sort(train_idx))
     return dataset
