@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIPELINES := $(BIN)/python -m pipelines
-USECASES := digits cucumber
+USECASES := digits clothing skin cucumber
 
 # Options passed through to `train` (make train-digits EPOCHS=3 DATA=sample DATA_DIR=~/mnist SET="model.dropout=0.2")
 DATA ?=

@@ -94,7 +94,9 @@ def cmd_list() -> int:
         shape = "x".join(str(s) for s in spec.input_shape)
         params = ", ".join(f"{k}={v}" for k, v in spec.model.params.items())
         print(f"  {spec.name:<10} {spec.title}")
+        augmentation = ", ".join(spec.model.augmentation) or "none"
         print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
+        print(f"  {'':<10} augmentation: {augmentation}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
     print("\nmodel builders (--set model.builder=NAME):")
     for name, entry in sorted(BUILDERS.items()):
         print(f"  {name:<10} {entry.summary}")

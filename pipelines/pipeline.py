@@ -65,6 +65,8 @@ def run_train(spec, run_name: str | None = None) -> dict:
         for path in write_report(report, out / "evaluation", f"{spec.title}: test report"):
             tracker.log_artifact(path, "evaluation")
         tracker.log_metrics({f"test_{k}": v for k, v in headline(report).items()})
+        if spec.task == "image_classification":
+            _log_explanations(spec, result.models, dataset, probabilities, tracker, out)
 
         metadata = {
             "usecase": spec.name,
@@ -118,6 +120,18 @@ def run_train(spec, run_name: str | None = None) -> dict:
     if "exported_to" in summary:
         say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {summary['registered_version']})" if summary.get("registered_version") else ""))
     return summary
+
+
+def _log_explanations(spec, models, dataset, probabilities, tracker, out: Path) -> None:
+    from pipelines.runtime import import_keras
+
+    if import_keras().backend.backend() != "tensorflow":
+        say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
+        return
+    from pipelines.explain import grad_cam_grid
+
+    path = grad_cam_grid(models, dataset.test.x, dataset.test.y, probabilities, spec.class_names, out / "grad_cam.png")
+    tracker.log_artifact(path, "explanations")
 
 
 def run_export(spec, checkpoint: str | None = None) -> Path:

@@ -75,10 +75,11 @@ class ResumeState:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Inverse-frequency ("balanced") weights: each class contributes equally to the loss."""
+def class_weights(y: np.ndarray, num_classes: int, power: float = 1.0) -> dict[int, float]:
+    """Inverse-frequency weights to the `power`: at 1 ("balanced") each class contributes
+    equally to the loss; absent classes get 0."""
     counts = np.bincount(y, minlength=num_classes).astype(float)
-    weights = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
+    weights = np.where(counts > 0, (len(y) / (num_classes * np.maximum(counts, 1))) ** power, 0.0)
     return {i: float(w) for i, w in enumerate(weights)}
 
 
@@ -124,7 +125,7 @@ def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | N
         models = build_models(spec, dataset)
         compile_for_training(models, spec, steps_per_epoch)
 
-    weights = class_weights(dataset.train.y, spec.num_classes) if spec.train.class_weights else None
+    weights = class_weights(dataset.train.y, spec.num_classes, spec.train.class_weights) if spec.train.class_weights else None
     phase = _Phase(spec, models, dataset, batch_size, tuple(callbacks), weights)
 
     started = time.perf_counter()

@@ -43,6 +43,26 @@ def sample_xy_npz(source: Path, target: Path, sizes: dict[str, int]) -> None:
     shutil.copy(source / "classes.json", target / "classes.json")
 
 
+def sample_idx(source: Path, target: Path, sizes: dict[str, int]) -> None:
+    """Subsets of the four IDX files, written in the same (gzip) format as the originals."""
+    import gzip
+    import struct
+
+    sys.path.insert(0, str(ROOT))
+    from pipelines.loaders.mnist_format import read_idx
+
+    target.mkdir(parents=True, exist_ok=True)
+    for prefix, count in sizes.items():
+        x = read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
+        y = read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")
+        keep = stratified_subset(y, count)
+        for kind, array in (("images-idx3", x[keep]), ("labels-idx1", y[keep])):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+            with open(target / f"{prefix}-{kind}-ubyte.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                out.write(header + array.tobytes())
+    shutil.copy(source / "classes.json", target / "classes.json")
+
+
 def copy_files(source: Path, target: Path, names: list[str]) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -51,6 +71,8 @@ def copy_files(source: Path, target: Path, names: list[str]) -> None:
 
 SAMPLERS = {
     "digits": lambda src: sample_xy_npz(src / "digits", SAMPLES / "digits", {"train": 5000, "test": 1000}),
+    "clothing": lambda src: sample_idx(src / "clothing", SAMPLES / "clothing", {"train": 5000, "t10k": 1000}),
+    "skin": lambda src: sample_xy_npz(src / "skin", SAMPLES / "skin", {"train": 2000, "val": 300, "test": 600}),
     # The whole official test batch of CUCUMBER-9 prototype 1 (1.1 MB): all there is offline.
     "cucumber": lambda src: copy_files(src / "cucumber", SAMPLES / "cucumber", ["p1_test.npz", "classes.json"]),
 }

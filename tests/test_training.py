@@ -11,6 +11,8 @@ def test_class_weights_balance_the_loss():
     weights = class_weights(y, 3)
     assert weights[0] * 90 == pytest.approx(weights[1] * 10)
     assert weights[2] == 0.0
+    softer = class_weights(y, 3, power=0.5)
+    assert softer[1] == pytest.approx(weights[1] ** 0.5) and softer[1] / softer[0] == pytest.approx(3.0)
 
 
 def test_cosine_schedule_decays_to_one_percent():

@@ -13,6 +13,7 @@ from pipelines.errors import UsageError
 LOADERS = {
     "mnist_format": "pipelines.loaders.mnist_format:load",
     "cifar_format": "pipelines.loaders.cifar_format:load",
+    "medmnist_format": "pipelines.loaders.medmnist_format:load",
 }
 
 

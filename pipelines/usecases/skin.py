@@ -1,0 +1,38 @@
+"""Skin lesion classification: HAM10000 dermatoscopic images, 7 diagnoses, as DermaMNIST
+(28x28 RGB, official MedMNIST split) or the full HAM10000 release (lesion-grouped split)."""
+
+from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig
+
+SPEC = Spec(
+    name="skin",
+    title="Skin lesion classification (HAM10000 / DermaMNIST)",
+    task="image_classification",
+    input_shape=(28, 28, 3),
+    class_names=("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"),
+    description=(
+        "Classifies a dermatoscopic image of a pigmented skin lesion into 7 diagnoses: actinic keratosis/"
+        "intraepithelial carcinoma (akiec), basal cell carcinoma (bcc), benign keratosis (bkl), dermatofibroma (df), "
+        "melanoma (mel), melanocytic nevus (nv), vascular lesion (vasc)."
+    ),
+    data=DataConfig(
+        loader="medmnist_format",
+        # No checksummed canonical download is known here: pass --data-dir with dermamnist.npz
+        # (MedMNIST) or the HAM10000 release, or put it in data/raw/skin/.
+        options={"val_fraction": 0.1, "test_fraction": 0.2},  # HAM10000 lesion-grouped split only
+    ),
+    model=ModelConfig(
+        builder="small_cnn",
+        params={"filters": (32, 64, 128), "convs_per_block": 2, "dense_units": 128, "dropout": 0.3, "batch_norm": True},
+        # Dermatoscopic images have no up or left: flips and rotations are label-preserving.
+        augmentation=("flip", "rotate:0.1", "zoom:0.1", "contrast:0.1"),
+    ),
+    train=TrainConfig(epochs=30, batch_size=64, learning_rate=2e-3, class_weights=0.5),
+    primary_metric="val_accuracy",
+    intended_use="Research and teaching on dermatoscopic image classification. NOT A MEDICAL DEVICE.",
+    limitations=(
+        "Not a medical device and not for diagnosis: a clinician must make every clinical decision. "
+        "28x28 images lose most dermatoscopic detail; HAM10000 comes from two sites (Vienna, Queensland) and mostly "
+        "light skin, so other populations, cameras and non-dermatoscopic photos are out of distribution. "
+        "About 67% of images are nevi: read balanced accuracy and per-class recall (melanoma!), not accuracy alone."
+    ),
+)

@@ -1,0 +1,38 @@
+"""Grad-CAM on real models and real test images."""
+
+import numpy as np
+
+from pipelines.builders.transfer import build_transfer
+from pipelines.config import apply_overrides
+from pipelines.explain import grad_cam, grad_cam_grid, pick_examples, split_network
+from pipelines.loaders import load_dataset
+from pipelines.usecases import get_spec
+
+
+def test_pick_examples_is_correct_then_wrong_in_test_order():
+    y_true = np.array([0, 1, 2, 3, 4, 5])
+    y_pred = np.array([0, 9, 2, 9, 4, 9])
+    np.testing.assert_array_equal(pick_examples(y_true, y_pred, per_kind=2), [0, 2, 1, 3])
+
+
+def test_grad_cam_grid_for_a_trained_digits_model(isolated):
+    from pipelines import training
+
+    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "data.train_limit": 500})
+    dataset = load_dataset(spec)
+    result = training.train(spec, dataset)
+    probabilities = training.predict_probabilities(result.models.serving, dataset.test.x)
+    pixels = dataset.test.x[:4, :, :, None].astype("float32") / 255
+    heat = grad_cam(result.models.network, pixels, probabilities[:4].argmax(axis=1))
+    assert heat.shape == (4, 28, 28) and heat.min() >= 0 and heat.max() <= 1
+    assert (heat.max(axis=(1, 2)) == 1).all()  # each map normalised to its peak
+    path = grad_cam_grid(result.models, dataset.test.x, dataset.test.y, probabilities, spec.class_names, isolated / "cam.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_transfer_network_is_split_at_the_backbone():
+    network = build_transfer((28, 28, 1), 10, image_size=32, weights="none")
+    features, head = split_network(network)
+    assert features[-1].name == "backbone" and [layer.name for layer in head] == ["pool", "dropout", "probabilities"]
+    heat = grad_cam(network, np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32"), np.array([0, 1]))
+    assert heat.shape == (2, 28, 28)
