@@ -14,7 +14,7 @@ VERBS_HELP = """verbs:
   train      fit, evaluate, log to MLflow and export a SavedModel
   evaluate   evaluate an exported SavedModel on a use case's test split
   export     export the latest trained checkpoint as a new SavedModel version
-  predict    classify image files with an exported SavedModel
+  predict    classify image files (or CSV rows, for heart) with an exported SavedModel
 
 examples:
   python -m pipelines train digits --data sample
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = verbs.add_parser("predict", help="classify image files")
     predict.add_argument("usecase", help="a use case name (see `list`)")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, any size, colour or grey")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
     predict.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     return parser
@@ -115,9 +115,16 @@ def run(args) -> int:
         from pipelines.predict import predict_files, print_predictions
         from pipelines.usecases import get_spec
 
-        get_spec(args.usecase)  # validates the name
+        spec = get_spec(args.usecase)  # validates the name
         model_dir = Path(args.model) if args.model else latest_version_dir(args.usecase)
-        failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json)
+        if spec.task == "tabular_classification":
+            from pipelines.export import read_metadata
+            from pipelines.predict_table import predict_csv, print_table_predictions
+
+            metadata = read_metadata(model_dir)
+            failed = sum(print_table_predictions(predict_csv(model_dir, name), metadata, args.json) for name in args.files)
+        else:
+            failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json)
         return 1 if failed else 0
 
     spec = resolve_spec(args)

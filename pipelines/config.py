@@ -63,6 +63,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class TabularConfig:
+    """Settings of tabular use cases: column roles, target and how models are validated."""
+
+    numeric: tuple = field(default=(), metadata=_FIXED)
+    categorical: tuple = field(default=(), metadata=_FIXED)
+    target: str = "binary"  # heart: "binary" (num > 0) or "severity" (num 0-4)
+    train_sites: tuple = ("cleveland",)  # what the exported model is trained on
+    cv_folds: int = 5  # repeated stratified k-fold on the training sites
+    cv_repeats: int = 5
+    external_validation: bool = True  # test on the other sites; leave-one-site-out on all
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str = field(metadata=_FIXED)
     title: str = field(metadata=_FIXED)
@@ -73,6 +86,7 @@ class Spec:
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
+    tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
     primary_metric: str = field(default="val_accuracy", metadata=_FIXED)  # what early stopping watches
     description: str = field(default="", metadata=_FIXED)
     intended_use: str = field(default="", metadata=_FIXED)  # goes into the model card
@@ -95,6 +109,8 @@ def flatten(spec: Spec) -> dict[str, Any]:
             if f.metadata.get("fixed"):
                 continue
             value = getattr(obj, f.name)
+            if value is None and f.metadata.get("section"):
+                continue  # an optional section this use case does not have
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")

@@ -32,6 +32,10 @@ def describe_dataset(dataset: Dataset) -> str:
 
 
 def run_train(spec, run_name: str | None = None) -> dict:
+    if spec.task == "tabular_classification":
+        from pipelines.tabular_pipeline import run_train_tabular
+
+        return run_train_tabular(spec, run_name)
     from pipelines import model_card, training
     from pipelines.plots import plot_history
     from pipelines.tracking import Tracker, git_commit

@@ -115,8 +115,19 @@ class Tracker:
         import mlflow.keras
         from mlflow.models import infer_signature
 
+        from pipelines.runtime import import_keras
+
+        keras = import_keras()
         signature = infer_signature(example_input, example_output)
-        info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=registered_name)
+        # Named, not inferred: inference is slow and fails on models with custom layers.
+        requirements = [f"keras=={keras.__version__}"]
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            requirements.append(f"tensorflow=={tf.__version__}")
+        info = mlflow.keras.log_model(
+            model, name="model", signature=signature, registered_model_name=registered_name, pip_requirements=requirements
+        )
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 
     def epoch_callback(self):

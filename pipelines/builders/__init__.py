@@ -26,6 +26,10 @@ BUILDERS = {
         "pipelines.builders.small_cnn:build_small_cnn",
         "conv blocks (conv-BN-ReLU x N, max-pool) + dense head; fast on CPU for 28-32 px images",
     ),
+    "tabular_mlp": BuilderEntry(
+        "pipelines.builders.tabular_mlp:build_tabular_mlp",
+        "MLP over raw named columns; imputation, missing indicators, normalisation and lookups inside the model",
+    ),
     "transfer": BuilderEntry(
         "pipelines.builders.transfer:build_transfer",
         "ImageNet-pretrained keras.applications backbone (mobilenet, mobilenet_v2, efficientnet_b0) + new head; fine-tunes its top",

@@ -14,6 +14,7 @@ LOADERS = {
     "mnist_format": "pipelines.loaders.mnist_format:load",
     "cifar_format": "pipelines.loaders.cifar_format:load",
     "medmnist_format": "pipelines.loaders.medmnist_format:load",
+    "uci_heart_format": "pipelines.loaders.uci_heart_format:load",
 }
 
 

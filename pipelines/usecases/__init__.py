@@ -8,7 +8,7 @@ import importlib
 from pipelines.errors import UsageError
 
 # name -> module defining SPEC; imported on demand (specs are plain data, so this is cheap).
-USECASES = ("digits", "clothing", "skin", "cucumber")
+USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
 
 
 def get_spec(name: str):
