@@ -142,6 +142,8 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     """Export a trained `.keras` checkpoint (default: the latest `train`'s) as a new version."""
     from pipelines.runtime import import_keras
 
+    if spec.task == "tabular_classification":
+        raise PipelineError(f"'{spec.name}' models are exported by `train` (its final model fits in seconds); run `make train-{spec.name}`")
     keras = import_keras()
     path = Path(checkpoint) if checkpoint else paths.checkpoints_dir(spec.name) / "latest.keras"
     if not path.is_file():
@@ -171,7 +173,10 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None)
     say(f"[{spec.name}] evaluating {folder} on {describe_dataset(dataset)}")
     loaded = tf.saved_model.load(str(folder))
     batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
-    report = classification_report(dataset.test.y, np.concatenate(batches), spec.class_names)
+    probabilities = np.concatenate(batches)
+    if probabilities.shape[1] == 1:  # P(positive) of a binary model -> both classes
+        probabilities = np.hstack([1 - probabilities, probabilities])
+    report = classification_report(dataset.test.y, probabilities, spec.class_names)
     target = Path(out_dir) if out_dir else paths.usecase_models_dir(spec.name) / "evaluations" / f"v{folder.name}-{dataset.origin}"
     write_report(report, target, f"{spec.title}: {folder} on {dataset.origin} test data")
     print(to_markdown(report, f"{spec.title}: version {folder.name}"), file=sys.stdout)

@@ -12,7 +12,7 @@ from pipelines.config import apply_overrides
 from pipelines.tabular_pipeline import metrics, youden_threshold
 from pipelines.usecases import get_spec
 
-TINY = {"cv_repeats": 1, "cv_folds": 2, "epochs": 5}
+TINY = {"cv_repeats": 1, "cv_folds": 2, "epochs": 20}
 HEADER = "age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal"
 
 
@@ -105,3 +105,12 @@ def test_binary_metrics_and_threshold():
     y = np.array([0, 0, 0, 1, 1, 1, 1])
     p = np.array([0.1, 0.3, 0.7, 0.6, 0.65, 0.8, 0.9])
     assert youden_threshold(y, p) == pytest.approx(0.6)  # sensitivity 1, specificity 2/3: J = 0.667, the best
+
+
+def test_evaluate_verb_scores_the_other_sites(trained, tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIPELINES_MODELS_ROOT", str(trained["root"] / "models"))
+        from pipelines.pipeline import run_evaluate
+
+        report = run_evaluate(apply_overrides(get_spec("heart"), TINY), out_dir=str(tmp_path))
+    assert report["examples"] == 294 + 123 + 200 and 0.5 < report["roc_auc"] <= 1

@@ -21,8 +21,11 @@ SPEC = Spec(
         "fluoroscopy vessel count and thallium test."
     ),
     data=DataConfig(loader="uci_heart_format", source="sample"),
-    model=ModelConfig(builder="tabular_mlp", params={"hidden_units": (32, 16), "dropout": 0.3}),
-    train=TrainConfig(epochs=60, batch_size=32, learning_rate=3e-3, weight_decay=1e-3, class_weights=1.0),
+    # Chosen by 5x2 CV on Cleveland (accuracy / ROC AUC): (32, 16) units 0.838 / 0.906; (16,) 0.835 / 0.913;
+    # no hidden layer 0.848 / 0.920 (= the logistic baseline); (8,) with dropout 0.5 and weight
+    # decay 1e-2 0.850 / 0.923. 303 rows leave room for very little capacity.
+    model=ModelConfig(builder="tabular_mlp", params={"hidden_units": (8,), "dropout": 0.5}),
+    train=TrainConfig(epochs=60, batch_size=32, learning_rate=3e-3, weight_decay=1e-2, class_weights=1.0),
     tabular=TabularConfig(numeric=NUMERIC, categorical=CATEGORICAL),
     primary_metric="roc_auc",
     intended_use="Research and teaching on clinical risk models and their validation across sites. NOT A MEDICAL DEVICE.",
