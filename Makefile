@@ -22,10 +22,10 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench bench-digits mlflow-ui list clean $(addprefix train-,$(USECASES))
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui list clean $(addprefix train-,$(USECASES))
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_%-][a-zA-Z_% -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/: .*## /\t/; s/:.*## /\t/' | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +54,13 @@ test: $(STAMP) ## run the fast tests (bundled samples only)
 test-all: $(STAMP) ## run every test, slow ones too (they read ../shared/data)
 	$(BIN)/python -m pytest -q -m ''
 
-bench: bench-digits ## run the benchmarks (full data, minutes each)
+bench: bench-digits bench-clothing bench-skin bench-heart ## run every benchmark (full data; about an hour on 2 cores)
 
 bench-digits: $(STAMP) ## full MNIST: our digits pipeline vs the keras-io convnet, same run
 	$(BIN)/python benchmarks/bench_digits.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-clothing bench-skin bench-heart: bench-%: $(STAMP) ## full data, default spec, beside published figures
+	$(BIN)/python benchmarks/bench_usecase.py $* $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000
