@@ -178,7 +178,12 @@ def apply_overrides(spec: Spec, overrides: list[str] | dict[str, Any]) -> Spec:
         path = resolve_key(spec, key)
         value = parse_value(raw, current[path], path) if isinstance(raw, str) else raw
         spec = _replace_path(spec, path, value)
-        current[path] = value
+        if path == "model.builder" and value != current[path]:
+            # Another builder takes other parameters: start from its defaults.
+            from pipelines.builders import default_params
+
+            spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params=default_params(value)))
+        current = flatten(spec)
     return spec
 
 

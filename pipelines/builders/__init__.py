@@ -26,6 +26,10 @@ BUILDERS = {
         "pipelines.builders.small_cnn:build_small_cnn",
         "conv blocks (conv-BN-ReLU x N, max-pool) + dense head; fast on CPU for 28-32 px images",
     ),
+    "residual_cnn": BuilderEntry(
+        "pipelines.builders.residual_cnn:build_residual_cnn",
+        "small ResNet (BN residual blocks, global pooling); deeper and stronger, slower on CPU",
+    ),
     "tabular_mlp": BuilderEntry(
         "pipelines.builders.tabular_mlp:build_tabular_mlp",
         "MLP over raw named columns; imputation, missing indicators, normalisation and lookups inside the model",
@@ -42,6 +46,15 @@ def get_builder(name: str):
         raise UsageError(f"unknown model builder '{name}'; known: {', '.join(sorted(BUILDERS))}")
     module_name, _, function = BUILDERS[name].target.partition(":")
     return getattr(importlib.import_module(module_name), function)
+
+
+_NOT_PARAMETERS = {"input_shape", "num_classes", "name", "train_frame", "numeric", "categorical"}
+
+
+def default_params(name: str) -> dict:
+    """A builder's tunable parameters with their defaults (what a spec's `model.params` holds)."""
+    signature = inspect.signature(get_builder(name))
+    return {k: p.default for k, p in signature.parameters.items() if k not in _NOT_PARAMETERS and p.default is not inspect.Parameter.empty}
 
 
 def build(name: str, input_shape: tuple, num_classes: int, params: dict):
