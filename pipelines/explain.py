@@ -20,35 +20,52 @@ def _is_spatial(layer) -> bool:
     return bool(shape) and len(shape) == 4
 
 
-def split_network(network):
-    """(layers up to and including the last spatial one, the layers after it), for networks
-    that are a chain of layers (every builder here is: small_cnn, transfer)."""
-    layers = [layer for layer in network.layers if layer.__class__.__name__ != "InputLayer"]
-    spatial = [i for i, layer in enumerate(layers) if _is_spatial(layer) and "pool" not in layer.name]
+def feature_layer(network):
+    """The layer whose feature maps are explained: the network's last spatial layer that is
+    not a pooling one (small_cnn: the last ReLU; residual_cnn: the last block's output;
+    transfer: the backbone)."""
+    layers = _layers(network)
+    spatial = [layer for layer in layers if _is_spatial(layer) and "pool" not in layer.name]
     if not spatial:
         raise ValueError(f"{network.name} has no spatial layer to explain")
-    cut = spatial[-1] + 1
-    return layers[:cut], layers[cut:]
+    return spatial[-1]
 
 
-def _apply(layers, x):
-    for layer in layers:
-        inputs = layer.input
-        x = layer([x] * len(inputs)) if isinstance(inputs, list) else layer(x, training=False)
-    return x
+def _layers(network):
+    return [layer for layer in network.layers if layer.__class__.__name__ != "InputLayer"]
+
+
+def _head(network, feature):
+    """The layers after the feature layer: a chain (pool, dropout, classifier) in every builder."""
+    layers = _layers(network)
+    head = layers[layers.index(feature) + 1 :]
+    branched = [layer.name for layer in head if isinstance(layer._inbound_nodes[-1].input_tensors, (list, tuple)) and len(layer._inbound_nodes[-1].input_tensors) > 1]
+    if branched:
+        raise ValueError(f"Grad-CAM needs a chain of layers after {feature.name!r}; {branched} take several inputs")
+    return head
 
 
 def grad_cam(network, pixels: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
-    """Heat maps in [0, 1], one per image, at the image's resolution."""
+    """Heat maps in [0, 1], one per image, at the image's resolution.
+
+    The feature maps come from a functional probe (network input -> feature layer), which runs
+    the graph as built, so residual shortcuts before the feature layer are fine. Only the head
+    runs under the gradient tape: the gradient needs nothing else, and eager conv-filter
+    backprop under oneDNN (TF 2.21 CPU) crashes the process with a double free."""
     import tensorflow as tf
 
-    features_part, head_part = split_network(network)
-    inputs = tf.convert_to_tensor(pixels, dtype=tf.float32)
+    keras = import_keras()
+    feature = feature_layer(network)
+    # The layer's output in *this* graph: its last call. (`layer.output` is its first, which
+    # for a nested model such as the transfer backbone is the output of its own graph.)
+    probe = keras.Model(network.inputs, feature._inbound_nodes[-1].output_tensors[0])
+    features = probe(tf.convert_to_tensor(pixels, dtype=tf.float32), training=False)
     with tf.GradientTape() as tape:
-        features = _apply(features_part, inputs)
         tape.watch(features)
-        probabilities = _apply(head_part, features)
-        scores = tf.gather(probabilities, class_indices, axis=1, batch_dims=1)
+        x = features
+        for layer in _head(network, feature):
+            x = layer(x, training=False)
+        scores = tf.gather(x, class_indices, axis=1, batch_dims=1)
     gradients = tape.gradient(scores, features)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]

@@ -4,7 +4,8 @@ import numpy as np
 
 from pipelines.builders.transfer import build_transfer
 from pipelines.config import apply_overrides
-from pipelines.explain import grad_cam, grad_cam_grid, pick_examples, split_network
+from pipelines.builders import build
+from pipelines.explain import feature_layer, grad_cam, grad_cam_grid, pick_examples
 from pipelines.loaders import load_dataset
 from pipelines.usecases import get_spec
 
@@ -30,9 +31,20 @@ def test_grad_cam_grid_for_a_trained_digits_model(isolated):
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_transfer_network_is_split_at_the_backbone():
+def test_transfer_network_is_explained_at_the_backbone():
     network = build_transfer((28, 28, 1), 10, image_size=32, weights="none")
-    features, head = split_network(network)
-    assert features[-1].name == "backbone" and [layer.name for layer in head] == ["pool", "dropout", "probabilities"]
+    assert feature_layer(network).name == "backbone"
     heat = grad_cam(network, np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32"), np.array([0, 1]))
     assert heat.shape == (2, 28, 28)
+
+
+def test_residual_network_with_shortcuts_is_explained():
+    """Not a chain of layers: the shortcut branches need the graph as built."""
+    from pipelines import paths
+    from pipelines.loaders.medmnist_format import read_folder
+
+    network = build("residual_cnn", (28, 28, 3), 7, {"stages": (8, 16), "blocks_per_stage": 1})
+    assert feature_layer(network).name == "stage1_block0_out"
+    images = read_folder(paths.samples_dir("skin"), get_spec("skin"), "sample").test.x[:3]
+    heat = grad_cam(network, images.astype("float32") / 255, np.array([0, 5, 6]))
+    assert heat.shape == (3, 28, 28) and heat.min() >= 0 and heat.max() <= 1
