@@ -121,9 +121,14 @@ def run_train(spec, run_name: str | None = None) -> dict:
 
     say(f"[{spec.name}] test " + ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
-    if "exported_to" in summary:
-        say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {summary['registered_version']})" if summary.get("registered_version") else ""))
+    say_where_exported(spec, summary)
     return summary
+
+
+def say_where_exported(spec, summary: dict) -> None:
+    if "exported_to" in summary:
+        registered = summary.get("registered_version")
+        say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {registered})" if registered else ""))
 
 
 def _log_explanations(spec, models, dataset, probabilities, tracker, out: Path) -> None:

@@ -23,10 +23,7 @@ import numpy as np
 
 from pipelines import config, export
 from pipelines.errors import PipelineError
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
+from pipelines.pipeline import say, say_where_exported
 
 
 def resolve_classes(spec):
@@ -370,6 +367,5 @@ def run_train_tabular(spec, run_name: str | None = None) -> dict:
 
     print(markdown)
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
-    if "exported_to" in summary:
-        say(f"[{spec.name}] SavedModel: {summary['exported_to']}")
+    say_where_exported(spec, summary)
     return summary
