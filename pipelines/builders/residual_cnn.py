@@ -8,6 +8,8 @@ the harder image use cases.
 
 from __future__ import annotations
 
+import functools
+
 from pipelines.runtime import import_keras
 
 
@@ -18,14 +20,20 @@ def build_residual_cnn(
     stages: tuple = (32, 64, 128),
     blocks_per_stage: int = 1,
     dropout: float = 0.2,
+    batch_norm_momentum: float = 0.9,
     name: str = "residual_cnn",
 ):
-    """`stages[i]` channels in stage i; every stage after the first halves the resolution."""
+    """`stages[i]` channels in stage i; every stage after the first halves the resolution.
+
+    BatchNorm's moving statistics use momentum 0.9 (PyTorch's default), not Keras' 0.99: with
+    0.99 they lag the weights for hundreds of steps, and a model trained on a small sample
+    evaluates at chance level although its training accuracy is fine."""
     keras = import_keras()
     layers = keras.layers
+    BatchNormalization = functools.partial(layers.BatchNormalization, momentum=batch_norm_momentum)
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, width in enumerate(stages):
         for block in range(blocks_per_stage):
@@ -33,13 +41,13 @@ def build_residual_cnn(
             prefix = f"stage{stage}_block{block}"
             shortcut = x
             y = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv0")(x)
-            y = layers.BatchNormalization(name=f"{prefix}_bn0")(y)
+            y = BatchNormalization(name=f"{prefix}_bn0")(y)
             y = layers.ReLU(name=f"{prefix}_relu0")(y)
             y = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{prefix}_conv1")(y)
-            y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+            y = BatchNormalization(name=f"{prefix}_bn1")(y)
             if stride != 1 or shortcut.shape[-1] != width:
                 shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{prefix}_shortcut")(shortcut)
-                shortcut = layers.BatchNormalization(name=f"{prefix}_shortcut_bn")(shortcut)
+                shortcut = BatchNormalization(name=f"{prefix}_shortcut_bn")(shortcut)
             x = layers.ReLU(name=f"{prefix}_out")(layers.Add(name=f"{prefix}_add")([shortcut, y]))
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
