@@ -26,13 +26,14 @@ SPEC = Spec(
         },
     ),
     model=ModelConfig(
-        builder="small_cnn",
-        # One conv per block and no BatchNorm: ~1,200 images/s on 2 CPU cores (two convs per
-        # block: ~450/s), so 25 epochs fit in about 20 minutes.
-        params={"filters": (32, 64, 128), "convs_per_block": 1, "dense_units": 256, "dropout": 0.3, "batch_norm": False},
+        # A small ResNet (one block per stage, BatchNorm, shortcuts): test accuracy 0.937 after
+        # 18 epochs, ~36 min on 2 CPU cores (~500 images/s). small_cnn with one conv per block
+        # trains ~5x faster but stops at 0.928 (README, measured figures).
+        builder="residual_cnn",
+        params={"stem_filters": 32, "stages": (32, 64, 128), "blocks_per_stage": 1, "dropout": 0.2},
         augmentation=("flip_horizontal", "translate:0.05"),
     ),
-    train=TrainConfig(epochs=25, batch_size=128, learning_rate=2e-3, schedule="cosine"),
+    train=TrainConfig(epochs=18, batch_size=128, learning_rate=2e-3, schedule="cosine"),
     intended_use="Tagging catalogue photos of single clothing articles on a plain background by article type.",
     limitations=(
         "Fashion-MNIST images are centred, 28x28 grey catalogue shots: photos of worn clothes, several articles "
