@@ -116,7 +116,7 @@ def compile_for_training(models: Models, spec, steps_per_epoch: int) -> None:
 
 
 def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | None = None) -> TrainResult:
-    keras = import_keras()
+    import_keras()  # sets the backend up quietly before anything else touches Keras
     seed_everything(spec.train.seed, spec.train.deterministic)
     distribution = setup_distribution(spec.train.precision)
     batch_size = distribution.global_batch(spec.train.batch_size)

@@ -3,6 +3,7 @@ pytest's tmp_path), so tests never touch the user's mlflow.db or models/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -44,3 +45,21 @@ def run_cli(*args, env=None, timeout=600):
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@contextlib.contextmanager
+def trained_once(tmp_path_factory, usecase: str, overrides: dict):
+    """Train `usecase` with `overrides` once, in its own MLflow store and models folder; for
+    module-scoped fixtures, so a module's tests share one real run."""
+    from pipelines.config import apply_overrides
+    from pipelines.usecases import get_spec
+
+    root = tmp_path_factory.mktemp(usecase)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        from pipelines.pipeline import run_train
+
+        spec = apply_overrides(get_spec(usecase), overrides)
+        yield {"root": root, "env": env, "spec": spec, "summary": run_train(spec, run_name="test")}

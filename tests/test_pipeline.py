@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import trained_once
 from pipelines.config import apply_overrides
 from pipelines.usecases import get_spec
 
@@ -18,15 +19,8 @@ TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Train once for the module, in its own MLflow store and models folder."""
-    root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("PIPELINES_MODELS_ROOT", str(root / "models"))
-        from pipelines.pipeline import run_train
-
-        spec = apply_overrides(get_spec("digits"), TINY)
-        summary = run_train(spec, run_name="test")
-        yield {"root": root, "spec": spec, "summary": summary}
+    with trained_once(tmp_path_factory, "digits", TINY) as run:
+        yield run
 
 
 def test_train_logs_a_complete_mlflow_run(trained):

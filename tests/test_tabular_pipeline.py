@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, trained_once
 from pipelines.config import apply_overrides
 from pipelines.tabular_pipeline import metrics, youden_threshold
 from pipelines.usecases import get_spec
@@ -18,14 +18,8 @@ HEADER = "age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,th
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("heart")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("PIPELINES_MODELS_ROOT", str(root / "models"))
-        from pipelines.pipeline import run_train
-
-        summary = run_train(apply_overrides(get_spec("heart"), TINY))
-        yield {"root": root, "summary": summary, "env": {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}}
+    with trained_once(tmp_path_factory, "heart", TINY) as run:
+        yield run
 
 
 def test_one_run_holds_cv_baseline_external_and_site_metrics(trained):

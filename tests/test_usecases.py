@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import trained_once
 from pipelines.config import apply_overrides
 from pipelines.loaders import load_dataset
 from pipelines.usecases import get_spec
@@ -36,14 +37,8 @@ def test_skin_defaults_to_class_weights_and_says_not_a_medical_device():
 
 @pytest.fixture(scope="module")
 def skin_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("skin")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        patch.setenv("PIPELINES_MODELS_ROOT", str(root / "models"))
-        from pipelines.pipeline import run_train
-
-        spec = apply_overrides(get_spec("skin"), {"data.source": "sample", "train.epochs": 1, "data.train_limit": 300})
-        yield {"root": root, "spec": spec, "summary": run_train(spec, run_name="test")}
+    with trained_once(tmp_path_factory, "skin", {"data.source": "sample", "train.epochs": 1, "data.train_limit": 300}) as run:
+        yield run
 
 
 def test_skin_run_logs_report_and_grad_cam(skin_run):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from pipelines.errors import UsageError
@@ -12,9 +13,18 @@ USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
 
 
 def get_spec(name: str):
+    """The use case's spec, its model parameters completed with the builder's defaults: a spec
+    lists only what it changes, yet every parameter shows in `show`, in MLflow and to `--set`."""
     if name not in USECASES:
         raise UsageError(f"unknown use case '{name}'; choose one of: {', '.join(USECASES)}")
-    return importlib.import_module(f"pipelines.usecases.{name}").SPEC
+    return _complete(importlib.import_module(f"pipelines.usecases.{name}").SPEC)
+
+
+def _complete(spec):
+    from pipelines.builders import default_params
+
+    params = {**default_params(spec.model.builder), **spec.model.params}
+    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, params=params))
 
 
 def all_specs():

@@ -30,7 +30,6 @@ SPEC = Spec(
         # 18 epochs, ~36 min on 2 CPU cores (~500 images/s). small_cnn with one conv per block
         # trains ~5x faster but stops at 0.928 (README, measured figures).
         builder="residual_cnn",
-        params={"stem_filters": 32, "stages": (32, 64, 128), "blocks_per_stage": 1, "dropout": 0.2},
         augmentation=("flip_horizontal", "translate:0.05"),
     ),
     train=TrainConfig(epochs=18, batch_size=128, learning_rate=2e-3, schedule="cosine"),
