@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from pipelines.builders.fused_batch_norm import batch_normalization
 from pipelines.runtime import import_keras
 
 
@@ -30,7 +31,7 @@ def build_residual_cnn(
     evaluates at chance level although its training accuracy is fine."""
     keras = import_keras()
     layers = keras.layers
-    BatchNormalization = functools.partial(layers.BatchNormalization, momentum=batch_norm_momentum)
+    BatchNormalization = functools.partial(batch_normalization, momentum=batch_norm_momentum)
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = BatchNormalization(name="stem_bn")(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipelines.builders.fused_batch_norm import batch_normalization
 from pipelines.runtime import import_keras
 
 
@@ -26,7 +27,7 @@ def build_small_cnn(
         for conv in range(convs_per_block):
             x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=f"block{block}_conv{conv}")(x)
             if batch_norm:
-                x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+                x = batch_normalization(name=f"block{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
