@@ -87,6 +87,7 @@ def resolve_spec(args):
 def cmd_list() -> int:
     from pipelines.augmentation import AUGMENTATIONS
     from pipelines.builders import BUILDERS
+    from pipelines.test_time_augmentation import TRANSFORMS
     from pipelines.usecases import all_specs
 
     print("use cases (make train-<name>):")
@@ -95,13 +96,17 @@ def cmd_list() -> int:
         params = ", ".join(f"{k}={v}" for k, v in spec.model.params.items())
         print(f"  {spec.name:<10} {spec.title}")
         augmentation = ", ".join(spec.model.augmentation) or "none"
+        views = ", ".join(spec.model.test_time_augmentation) or "none"
         print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
-        print(f"  {'':<10} augmentation: {augmentation}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
+        print(f"  {'':<10} augmentation: {augmentation}; test-time views: {views}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
     print("\nmodel builders (--set model.builder=NAME):")
     for name, entry in sorted(BUILDERS.items()):
         print(f"  {name:<10} {entry.summary}")
     print("\naugmentations (--set model.augmentation=a,b:strength):")
     print("  " + ", ".join(sorted(AUGMENTATIONS)))
+    print("\ntest-time augmentation (--set model.test_time_augmentation=a,b; serving averages over 2**n views):")
+    for name, summary in TRANSFORMS.items():
+        print(f"  {name:<16} {summary}")
     return 0
 
 

@@ -32,6 +32,9 @@ class ModelConfig:
     builder: str  # name in pipelines.builders.BUILDERS
     params: dict = field(default_factory=dict)  # the builder's keyword arguments
     augmentation: tuple = ()  # names in pipelines.augmentation.AUGMENTATIONS, training model only
+    # Serving model only: average over every combination of these fixed transforms
+    # (pipelines.test_time_augmentation.TRANSFORMS); n transforms cost 2**n network passes.
+    test_time_augmentation: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """From a spec to the two models a run needs, sharing one set of weights:
 
 - the **serving model**: raw input as a client sends it (uint8 images `[batch, H, W]` or
-  `[batch, H, W, 3]`) -> scaling inside the model -> the builder's network -> probabilities.
-  This is what is evaluated and exported.
+  `[batch, H, W, 3]`) -> scaling inside the model -> the builder's network -> probabilities
+  (averaged over the spec's test-time views, if any). This is what is evaluated and exported.
 - the **training model**: the same, with the spec's augmentation layers between scaling and
   the network. It is only ever fitted, never exported.
 """
@@ -16,6 +16,7 @@ from pipelines import builders
 from pipelines.augmentation import build_augmentation
 from pipelines.errors import UsageError
 from pipelines.runtime import import_keras
+from pipelines import test_time_augmentation
 
 
 @dataclass
@@ -31,13 +32,15 @@ def network_input_shape(input_shape: tuple) -> tuple:
 
 
 def build_image_models(spec, dataset=None) -> Models:
+    test_time_augmentation.check(tuple(spec.model.test_time_augmentation), spec.input_shape)
     keras = import_keras()
     raw = keras.Input(shape=tuple(spec.input_shape), dtype="uint8", name="image")
     scale = keras.layers.Rescaling(1.0 / 255, name="scale_to_unit")  # casts uint8 -> float too
     reshape = keras.layers.Reshape(network_input_shape(spec.input_shape), name="add_channel")
     network = builders.build(spec.model.builder, network_input_shape(spec.input_shape), spec.num_classes, spec.model.params)
     pixels = reshape(scale(raw))
-    serving = keras.Model(raw, network(pixels), name=f"{spec.name}_serving")
+    views = tuple(spec.model.test_time_augmentation)
+    serving = keras.Model(raw, test_time_augmentation.averaged_over_views(network, pixels, views), name=f"{spec.name}_serving")
     augment = build_augmentation(tuple(spec.model.augmentation), spec.train.seed)
     if augment is None:
         return Models(serving, serving, network)
@@ -55,3 +58,11 @@ def build_models(spec, dataset=None) -> Models:
     if spec.task not in TASK_BUILDERS:
         raise UsageError(f"unknown task '{spec.task}'; known: {', '.join(sorted(TASK_BUILDERS))}")
     return TASK_BUILDERS[spec.task](spec, dataset)
+
+
+def register_custom_layers() -> None:
+    """Make this package's custom layers known to Keras before loading a `.keras` file."""
+    from pipelines.builders import fused_batch_norm
+
+    test_time_augmentation.register()
+    fused_batch_norm.register()

@@ -15,6 +15,7 @@ def render(spec, metadata: dict, report: dict) -> str:
 
 ## Model
 - Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
+- Test-time augmentation: {_views(spec)}.
 - Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255; scaling happens inside the model.
 - Output: probabilities over {spec.num_classes} classes: {", ".join(spec.class_names)}.
 - Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
@@ -34,3 +35,10 @@ def render(spec, metadata: dict, report: dict) -> str:
 ## Limitations
 {spec.limitations or "Not evaluated outside the data set's own distribution."}
 """
+
+
+def _views(spec) -> str:
+    transforms = tuple(spec.model.test_time_augmentation)
+    if not transforms:
+        return "none (one network pass per image)"
+    return f"the served probabilities are the mean over {2 ** len(transforms)} views ({', '.join(transforms)} and their combinations)"

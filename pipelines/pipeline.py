@@ -145,6 +145,7 @@ def _log_explanations(spec, models, dataset, probabilities, tracker, out: Path) 
 
 def run_export(spec, checkpoint: str | None = None) -> Path:
     """Export a trained `.keras` checkpoint (default: the latest `train`'s) as a new version."""
+    from pipelines.model import register_custom_layers
     from pipelines.runtime import import_keras
 
     if spec.task == "tabular_classification":
@@ -155,6 +156,7 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
         raise PipelineError(f"no trained checkpoint at {path}; run `make train-{spec.name}` first or pass --checkpoint FILE")
     info_path = path.with_suffix(".json")
     metadata = json.loads(info_path.read_text()) if info_path.is_file() else {"usecase": spec.name}
+    register_custom_layers()
     model = keras.models.load_model(str(path))
     # Real test images from the bundled sample prove the export, whatever data trained it.
     sample = load_dataset(config.apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))

@@ -10,6 +10,8 @@ model takes the raw named columns a client records (one float tensor per column,
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pipelines.runtime import import_keras
@@ -17,11 +19,10 @@ from pipelines.runtime import import_keras
 MISSING_CODE = -2  # IntegerLookup reserves -1 for its out-of-vocabulary token
 
 
+@functools.cache
 def _layers():
     """The two custom layers, defined (and registered for `.keras` loading) on first use."""
     keras = import_keras()
-    if hasattr(_layers, "cache"):
-        return _layers.cache
 
     @keras.saving.register_keras_serializable(package="pipelines")
     class FillMissing(keras.layers.Layer):
@@ -52,8 +53,7 @@ def _layers():
         def compute_output_shape(self, input_shape):
             return input_shape
 
-    _layers.cache = (FillMissing, MissingIndicator)
-    return _layers.cache
+    return (FillMissing, MissingIndicator)
 
 
 def build_tabular_mlp(
