@@ -113,6 +113,7 @@ class Tracker:
         registered; returns the registered version. `input_example` is avoided on purpose:
         `mlflow.keras.log_model(..., input_example=...)` raises FileNotFoundError in 3.17."""
         import mlflow.keras
+        import numpy as np
         from mlflow.models import infer_signature
 
         from pipelines.runtime import import_keras
@@ -125,8 +126,12 @@ class Tracker:
             import tensorflow as tf
 
             requirements.append(f"tensorflow=={tf.__version__}")
+        # One image tensor in: log the exported graph, which loads without this package's custom
+        # layers (test-time views, fused BatchNorm). Tables (a dict of columns) stay `.keras`.
+        exported = keras.backend.backend() == "tensorflow" and isinstance(example_input, np.ndarray)
         info = mlflow.keras.log_model(
-            model, name="model", signature=signature, registered_model_name=registered_name, pip_requirements=requirements
+            model, name="model", signature=signature, registered_model_name=registered_name,
+            pip_requirements=requirements, save_exported_model=exported,
         )
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 

@@ -3,6 +3,9 @@ to end on the bundled sample (RGB, class weights, Grad-CAM, model card, uint8 Sa
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +69,26 @@ def test_skin_export_serves_uint8_rgb_and_carries_the_card(skin_run):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     layer_names = {v.name for v in loaded.variables}
     assert not any("random_" in name or "augmentation" in name for name in layer_names)  # training-only layers
+
+
+def test_registered_mlflow_model_loads_without_this_package(skin_run):
+    """The MLflow model is the exported graph: a fresh process that never imports `pipelines`
+    (so none of its custom layers are registered) loads it and gets the SavedModel's answer."""
+    import tensorflow as tf
+
+    images = load_dataset(skin_run["spec"]).test.x[:3]
+    np.save(skin_run["root"] / "images.npy", images)
+    script = (
+        "import sys, numpy as np, mlflow.pyfunc\n"
+        "assert 'pipelines' not in sys.modules\n"
+        "model = mlflow.pyfunc.load_model('models:/skin/1')\n"
+        "np.save(sys.argv[1], np.asarray(model.predict(np.load(sys.argv[2]))))\n"
+    )
+    out = skin_run["root"] / "mlflow_probabilities.npy"
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(out), str(skin_run["root"] / "images.npy")],
+        cwd=skin_run["root"], env={**os.environ, **skin_run["env"]}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = tf.saved_model.load(skin_run["summary"]["exported_to"])
+    np.testing.assert_allclose(np.load(out), loaded.serve(tf.constant(images)).numpy(), atol=1e-5)
