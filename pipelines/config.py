@@ -22,7 +22,7 @@ class DataConfig:
     loader: str = field(metadata=_FIXED)  # name in pipelines.loaders.LOADERS
     source: str = "full"  # "full" (the whole data set) or "sample" (bundled in data/samples/)
     data_dir: str | None = None  # a local folder holding the data set; skips the download
-    val_fraction: float = 0.1  # carved from train, stratified, when the data set has no val split
+    val_fraction: float = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
     train_limit: int = 0  # keep at most this many training examples (0: all); for quick runs
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
 

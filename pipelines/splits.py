@@ -25,9 +25,13 @@ def finalize_splits(dataset: Dataset, spec) -> Dataset:
         fraction = spec.data.train_limit / len(dataset.train)
         keep, _ = stratified_indices(dataset.train.y, 1 - fraction, seed)
         dataset.train = dataset.train.take(np.sort(keep))
-    if dataset.val is None:
+    if dataset.val is None and spec.data.val_fraction == 0:
+        # The final fit on all of train, once settings are chosen: no validation curves.
+        dataset.val = dataset.train.take(np.arange(0))
+        dataset.val_origin = "none (val_fraction=0: trained on all of train)"
+    elif dataset.val is None:
         if not 0 < spec.data.val_fraction < 1:
-            raise PipelineError(f"val_fraction must be between 0 and 1, got {spec.data.val_fraction}")
+            raise PipelineError(f"val_fraction must be at least 0 and below 1, got {spec.data.val_fraction}")
         train_idx, val_idx = stratified_indices(dataset.train.y, spec.data.val_fraction, seed)
         dataset.val = dataset.train.take(np.sort(val_idx))
         dataset.val_origin = f"a seeded stratified {spec.data.val_fraction:.0%} of train"

@@ -161,6 +161,11 @@ class _Phase:
         callbacks = list(self.callbacks)
         if backup is not None:
             callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
+        validation = _validation_data(self.dataset, self.batch_size) if len(self.dataset.val) else None
+        if spec.train.early_stopping_patience and validation is None and spec.primary_metric.startswith("val_"):
+            from pipelines.errors import UsageError
+
+            raise UsageError(f"early stopping watches {spec.primary_metric}, so it needs validation data: set val_fraction above 0")
         if spec.train.early_stopping_patience:
             mode = "min" if spec.primary_metric.endswith("loss") else "max"
             callbacks.append(
@@ -170,7 +175,7 @@ class _Phase:
             )
         history = self.models.training.fit(
             **fit_arguments(self.dataset.train, self.batch_size, seed, training=True),
-            validation_data=_validation_data(self.dataset, self.batch_size),
+            validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=epochs,
             class_weight=self.class_weight,
