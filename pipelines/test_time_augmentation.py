@@ -9,7 +9,8 @@ image and get the averaged answer, and evaluation measures exactly what is serve
 is one network pass per view. The training model never uses them.
 
 Measured on full-data test sets (same trained weights, views added afterwards):
-Fashion-MNIST residual_cnn 0.9367 -> 0.9389 with the horizontal flip.
+Fashion-MNIST residual_cnn 0.9367 -> 0.9389 with the horizontal flip; DermaMNIST (unweighted)
+0.762 -> 0.770 and macro AUC 0.940 -> 0.942 with all 8 views.
 """
 
 from __future__ import annotations

@@ -21,18 +21,18 @@ SPEC = Spec(
         options={"val_fraction": 0.1, "test_fraction": 0.2},  # HAM10000 lesion-grouped split only
     ),
     model=ModelConfig(
-        # Full DermaMNIST, 30 epochs, ~10 min on 2 CPU cores: residual_cnn reaches accuracy 0.713,
-        # balanced accuracy 0.614, macro AUC 0.928 (small_cnn: 0.711 / 0.584 / 0.924).
+        # Full DermaMNIST, 60 epochs, 8 test-time views: accuracy 0.728, balanced accuracy 0.627,
+        # macro AUC 0.935 (30 epochs, one view: 0.713 / 0.614 / 0.928; small_cnn 0.711 / 0.584 / 0.924).
         builder="residual_cnn",
         # Dermatoscopic images have no up or left: flips and rotations are label-preserving.
         augmentation=("flip", "rotate:0.1", "zoom:0.1", "contrast:0.1"),
         # ... so the served answer is the mean over all 8 symmetries of the square.
         test_time_augmentation=("flip_horizontal", "flip_vertical", "transpose"),
     ),
-    # class_weights trades plain accuracy for the minority diagnoses (measured, same network):
-    # 0 -> accuracy 0.751, balanced 0.531, melanoma recall 0.42; 0.5 -> 0.717, 0.624, 0.57
-    # (runs with BatchNorm momentum 0.99; the README has the table).
-    train=TrainConfig(epochs=30, batch_size=64, learning_rate=2e-3, class_weights=0.5),
+    # class_weights trades plain accuracy for the minority diagnoses (measured, this spec):
+    # 0 -> accuracy 0.770, balanced 0.569, melanoma recall 0.48; 0.5 -> 0.728, 0.627, 0.60
+    # (the README has the table). Missing a melanoma costs more than misfiling a nevus: 0.5.
+    train=TrainConfig(epochs=60, batch_size=64, learning_rate=2e-3, class_weights=0.5),
     primary_metric="val_accuracy",
     intended_use="Research and teaching on dermatoscopic image classification. NOT A MEDICAL DEVICE.",
     limitations=(
