@@ -6,6 +6,8 @@ tracking server (or another SQLite file) via `MLFLOW_TRACKING_URI`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -129,10 +131,12 @@ class Tracker:
         # One image tensor in: log the exported graph, which loads without this package's custom
         # layers (test-time views, fused BatchNorm). Tables (a dict of columns) stay `.keras`.
         exported = keras.backend.backend() == "tensorflow" and isinstance(example_input, np.ndarray)
-        info = mlflow.keras.log_model(
-            model, name="model", signature=signature, registered_model_name=registered_name,
-            pip_requirements=requirements, save_exported_model=exported,
-        )
+        # Keras' export prints every endpoint and captured variable (~40 lines a model): not news.
+        with contextlib.redirect_stdout(io.StringIO()):
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature, registered_model_name=registered_name,
+                pip_requirements=requirements, save_exported_model=exported,
+            )
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 
     def epoch_callback(self):
