@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import builders
+from pipelines import builders, test_time_augmentation
 from pipelines.augmentation import build_augmentation
 from pipelines.errors import UsageError
 from pipelines.runtime import import_keras
-from pipelines import test_time_augmentation
 
 
 @dataclass
@@ -62,7 +61,8 @@ def build_models(spec, dataset=None) -> Models:
 
 def register_custom_layers() -> None:
     """Make this package's custom layers known to Keras before loading a `.keras` file."""
-    from pipelines.builders import fused_batch_norm
+    from pipelines.builders import fused_batch_norm, tabular_mlp
 
     test_time_augmentation.register()
     fused_batch_norm.register()
+    tabular_mlp.register()

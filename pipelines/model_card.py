@@ -38,7 +38,9 @@ def render(spec, metadata: dict, report: dict) -> str:
 
 
 def _views(spec) -> str:
+    from pipelines.test_time_augmentation import view_count
+
     transforms = tuple(spec.model.test_time_augmentation)
     if not transforms:
         return "none (one network pass per image)"
-    return f"the served probabilities are the mean over {2 ** len(transforms)} views ({', '.join(transforms)} and their combinations)"
+    return f"the served probabilities are the mean over {view_count(transforms)} views ({', '.join(transforms)} and their combinations)"

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipelines import paths
 from pipelines.dataset import Dataset
+from pipelines.errors import PipelineError, UsageError
 from pipelines.input_pipeline import fit_arguments
 from pipelines.model import Models, build_models
 from pipelines.runtime import import_keras, seed_everything
@@ -89,8 +90,6 @@ def learning_rate_schedule(spec, steps_per_epoch: int):
     if train.schedule == "constant":
         return train.learning_rate
     if train.schedule != "cosine":
-        from pipelines.errors import UsageError
-
         raise UsageError(f"unknown schedule '{train.schedule}'; known: cosine, constant")
     total = max(1, train.epochs * steps_per_epoch)
     warmup = min(train.warmup_epochs * steps_per_epoch, total - 1)
@@ -163,8 +162,6 @@ class _Phase:
             callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
         validation = _validation_data(self.dataset, self.batch_size) if len(self.dataset.val) else None
         if spec.train.early_stopping_patience and validation is None and spec.primary_metric.startswith("val_"):
-            from pipelines.errors import UsageError
-
             raise UsageError(f"early stopping watches {spec.primary_metric}, so it needs validation data: set val_fraction above 0")
         if spec.train.early_stopping_patience:
             mode = "min" if spec.primary_metric.endswith("loss") else "max"
@@ -200,8 +197,6 @@ def _prepare_fine_tuning(spec, models: Models, steps_per_epoch: int) -> None:
     """Phase 2 of transfer learning: unfreeze the backbone's top and recompile at
     `fine_tune_learning_rate`, with a fresh schedule over `fine_tune_epochs`."""
     import dataclasses
-
-    from pipelines.errors import PipelineError
 
     try:
         backbone = models.network.get_layer("backbone")

@@ -56,6 +56,11 @@ def _layers():
     return (FillMissing, MissingIndicator)
 
 
+def register() -> None:
+    """Make the layers known before loading a `.keras` file that contains them."""
+    _layers()
+
+
 def build_tabular_mlp(
     train_frame,
     numeric: tuple,
