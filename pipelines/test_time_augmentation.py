@@ -87,7 +87,9 @@ def averaged_over_views(network, pixels, transforms: tuple):
         for subset in itertools.combinations(transforms, count):
             view = ImageView(subset, name="view_" + ("_".join(subset) or "identity"))(pixels) if subset else pixels
             outputs.append(network(view))
-    return keras.layers.Average(name="test_time_average")(outputs)
+    # float32 whatever the precision policy: under mixed_bfloat16 the mean would otherwise come
+    # out in bfloat16, which NumPy/scikit-learn cannot read and which loses probability digits.
+    return keras.layers.Average(name="test_time_average", dtype="float32")(outputs)
 
 
 def register() -> None:

@@ -74,3 +74,19 @@ def test_transpose_needs_square_images():
 def test_view_count():
     assert test_time_augmentation.view_count(()) == 1
     assert test_time_augmentation.view_count(("flip_horizontal", "flip_vertical", "transpose")) == 8
+
+
+def test_served_probabilities_stay_float32_under_mixed_precision():
+    # The default precision on recent GPUs; the mean over views used to come out in bfloat16,
+    # which scikit-learn's metrics reject.
+    from pipelines.runtime import import_keras
+
+    keras = import_keras()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        models = _models("clothing", ("flip_horizontal",))
+        probabilities = predict_probabilities(models.serving, _images((28, 28)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
