@@ -40,12 +40,26 @@ class DistributionSetup:
         }
 
 
-def _pick_precision(requested: str, accelerators: list, supports_bf16: bool) -> str:
+def _pick_precision(requested: str, accelerators: list, supports_bf16: bool, cpu_bf16: bool = False) -> str:
     if requested != "auto":
         return requested
     if not accelerators:
-        return "float32"  # measured here: float16 is 16x slower on CPU, bfloat16 no faster
+        # float16 is 16x slower on CPU. bfloat16 pays where the CPU multiplies it in hardware
+        # (measured: residual_cnn epochs ~1.4x faster with AMX-BF16); elsewhere it is emulated.
+        return "mixed_bfloat16" if cpu_bf16 else "float32"
     return "mixed_bfloat16" if supports_bf16 else "mixed_float16"
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Intel AMX with bfloat16 tiles (Sapphire Rapids and later), read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
 
 
 def setup_distribution(precision: str = "auto") -> DistributionSetup:
@@ -77,7 +91,7 @@ def _setup_tensorflow(precision: str) -> DistributionSetup:
     supports_bf16 = all(
         tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0) for gpu in gpus
     )
-    chosen = _pick_precision(precision, gpus, supports_bf16)
+    chosen = _pick_precision(precision, gpus, supports_bf16, cpu_bf16=not gpus and cpu_has_amx_bf16())
     if len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
         return DistributionSetup("tensorflow", "Mirrored", [g.name for g in gpus], strategy.num_replicas_in_sync, chosen, strategy.scope())

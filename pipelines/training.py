@@ -115,7 +115,17 @@ def compile_for_training(models: Models, spec, steps_per_epoch: int) -> None:
 
 
 def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | None = None) -> TrainResult:
-    import_keras()  # sets the backend up quietly before anything else touches Keras
+    keras = import_keras()  # sets the backend up quietly before anything else touches Keras
+    # The precision policy is global in Keras; the models built here keep theirs, and the
+    # caller gets its own policy back (a later model in the same process is not silently bf16).
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(spec, dataset, callbacks, resume)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(spec, dataset: Dataset, callbacks: tuple, resume: ResumeState | None) -> TrainResult:
     seed_everything(spec.train.seed, spec.train.deterministic)
     distribution = setup_distribution(spec.train.precision)
     batch_size = distribution.global_batch(spec.train.batch_size)

@@ -35,7 +35,12 @@ def test_train_logs_a_complete_mlflow_run(trained):
     tags = run.data.tags
     assert tags["usecase"] == "digits" and tags["data_source"] == "sample"
     assert len(tags["data_sha256"]) == 64 and tags["keras_backend"] == "tensorflow"
-    assert tags["devices"] == "cpu" and tags["precision"] == "float32"
+    from pipelines.runtime import import_keras
+    from pipelines.strategy import cpu_has_amx_bf16
+
+    assert tags["devices"] == "cpu" and tags["precision"] == ("mixed_bfloat16" if cpu_has_amx_bf16() else "float32")
+    # Training set the policy it chose for its own models only.
+    assert import_keras().mixed_precision.global_policy().name == "float32"
     for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [0], name

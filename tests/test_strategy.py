@@ -3,18 +3,31 @@ import json
 import pytest
 
 from pipelines.errors import PipelineError
-from pipelines.strategy import _pick_precision, setup_distribution
+from pipelines.strategy import _pick_precision, cpu_has_amx_bf16, setup_distribution
 
 
-def test_cpu_gets_one_device_in_float32():
+@pytest.fixture(autouse=True)
+def _restore_precision_policy():
+    # setup_distribution sets Keras' global policy, as training wants; later tests want theirs.
+    from pipelines.runtime import import_keras
+
+    keras = import_keras()
+    previous = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def test_cpu_gets_one_device_in_bfloat16_only_with_amx():
     setup = setup_distribution("auto")
-    assert (setup.backend, setup.strategy, setup.replicas, setup.precision) == ("tensorflow", "default", 1, "float32")
+    expected = "mixed_bfloat16" if cpu_has_amx_bf16() else "float32"
+    assert (setup.backend, setup.strategy, setup.replicas, setup.precision) == ("tensorflow", "default", 1, expected)
     assert setup.global_batch(128) == 128
     assert setup.as_tags()["devices"] == "cpu"
 
 
 def test_precision_choice():
     assert _pick_precision("auto", [], True) == "float32"
+    assert _pick_precision("auto", [], True, cpu_bf16=True) == "mixed_bfloat16"
     assert _pick_precision("auto", ["gpu"], True) == "mixed_bfloat16"
     assert _pick_precision("auto", ["gpu"], False) == "mixed_float16"
     assert _pick_precision("float32", ["gpu"], True) == "float32"
