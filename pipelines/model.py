@@ -41,9 +41,12 @@ def build_image_models(spec, dataset=None) -> Models:
     views = tuple(spec.model.test_time_augmentation)
     serving = keras.Model(raw, test_time_augmentation.averaged_over_views(network, pixels, views), name=f"{spec.name}_serving")
     augment = build_augmentation(tuple(spec.model.augmentation), spec.train.seed)
-    if augment is None:
+    if augment is None and not views:
         return Models(serving, serving, network)
-    training = keras.Model(raw, network(augment(pixels)), name=f"{spec.name}_training")
+    # Training sees one view per image: averaging over the test-time views would cost 2**n
+    # network passes per step.
+    training_pixels = pixels if augment is None else augment(pixels)
+    training = keras.Model(raw, network(training_pixels), name=f"{spec.name}_training")
     return Models(serving, training, network)
 
 

@@ -25,6 +25,15 @@ def test_no_augmentation_means_one_model():
     assert models.training is models.serving
 
 
+def test_training_sees_one_view_when_serving_averages_several():
+    spec = apply_overrides(get_spec("clothing"), {"model.augmentation": ()})
+    models = build_models(spec)
+    assert models.training is not models.serving
+    view_layers = lambda model: [layer.name for layer in model.layers if type(layer).__name__ == "ImageView"]  # noqa: E731
+    assert view_layers(models.serving) and not view_layers(models.training)
+    assert {id(w) for w in models.serving.weights} == {id(w) for w in models.training.weights}
+
+
 def test_unknown_builder_parameter_is_named():
     spec = apply_overrides(get_spec("digits"), {"model.builder": "small_cnn"})
     spec = spec.__class__(**{**spec.__dict__, "model": spec.model.__class__(builder="small_cnn", params={"depth": 3})})
