@@ -51,7 +51,7 @@ class TrainConfig:
     class_weights: float = 0.0
     seed: int = 42
     deterministic: bool = True  # deterministic TF ops: same seed, machine and data give same metrics
-    precision: str = "auto"  # "auto" (bf16/fp16 on GPUs that do it well, else float32), or a Keras policy
+    precision: str = "auto"  # "auto" (bf16/fp16 on GPUs, bf16 on CPUs with AMX-BF16, else float32), or a Keras policy
     # Transfer learning, phase 2: unfreeze the top of the pretrained backbone at a lower rate.
     fine_tune_epochs: int = 0  # 0: the backbone stays frozen
     fine_tune_layers: int = 20  # how many of the backbone's top layers to unfreeze (0: all); BatchNorm stays frozen

@@ -27,8 +27,8 @@ SPEC = Spec(
     ),
     model=ModelConfig(
         # A small ResNet (one block per stage, BatchNorm, shortcuts): test accuracy 0.9427 after
-        # 28 epochs with the mirror view, ~30 min on 2 CPU cores with AMX-BF16 (~63 s an epoch in
-        # bfloat16; 20 epochs in float32 gave 0.9380). small_cnn trains ~4x faster but stops at
+        # 28 epochs with the mirror view, fit 32.5 min on 2 CPU cores with AMX-BF16 (64-83 s an
+        # epoch in bfloat16; 20 epochs in float32 gave 0.9380). small_cnn trains ~4x faster but stops at
         # 0.928 (README, measured figures).
         builder="residual_cnn",
         augmentation=("flip_horizontal", "translate:0.05"),
