@@ -45,7 +45,8 @@ def _pick_precision(requested: str, accelerators: list, supports_bf16: bool, cpu
         return requested
     if not accelerators:
         # float16 is 16x slower on CPU. bfloat16 pays where the CPU multiplies it in hardware
-        # (measured: residual_cnn epochs ~1.4x faster with AMX-BF16); elsewhere it is emulated.
+        # (measured: residual_cnn epochs ~1.4x faster with AMX-BF16); elsewhere it is emulated,
+        # and some models (MobileNet's depthwise convolutions) are slower in it even there.
         return "mixed_bfloat16" if cpu_bf16 else "float32"
     return "mixed_bfloat16" if supports_bf16 else "mixed_float16"
 
@@ -62,11 +63,13 @@ def cpu_has_amx_bf16() -> bool:
     return False
 
 
-def setup_distribution(precision: str = "auto") -> DistributionSetup:
+def setup_distribution(precision: str = "auto", cpu_bfloat16: bool = True) -> DistributionSetup:
+    """`cpu_bfloat16`: whether the model to train is one that bfloat16 speeds up on a CPU
+    (see `pipelines.builders.BuilderEntry`); precision=auto then uses it where AMX-BF16 exists."""
     keras = import_keras()
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        setup = _setup_tensorflow(precision)
+        setup = _setup_tensorflow(precision, cpu_bfloat16)
     elif backend == "jax":
         setup = _setup_jax(precision)
     else:
@@ -75,7 +78,7 @@ def setup_distribution(precision: str = "auto") -> DistributionSetup:
     return setup
 
 
-def _setup_tensorflow(precision: str) -> DistributionSetup:
+def _setup_tensorflow(precision: str, cpu_bfloat16: bool) -> DistributionSetup:
     import tensorflow as tf
 
     tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
@@ -91,7 +94,7 @@ def _setup_tensorflow(precision: str) -> DistributionSetup:
     supports_bf16 = all(
         tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0) for gpu in gpus
     )
-    chosen = _pick_precision(precision, gpus, supports_bf16, cpu_bf16=not gpus and cpu_has_amx_bf16())
+    chosen = _pick_precision(precision, gpus, supports_bf16, cpu_bf16=not gpus and cpu_bfloat16 and cpu_has_amx_bf16())
     if len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
         return DistributionSetup("tensorflow", "Mirrored", [g.name for g in gpus], strategy.num_replicas_in_sync, chosen, strategy.scope())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import paths
+from pipelines import builders, paths
 from pipelines.dataset import Dataset
 from pipelines.errors import PipelineError, UsageError
 from pipelines.input_pipeline import fit_arguments
@@ -127,7 +127,7 @@ def train(spec, dataset: Dataset, callbacks: tuple = (), resume: ResumeState | N
 
 def _train(spec, dataset: Dataset, callbacks: tuple, resume: ResumeState | None) -> TrainResult:
     seed_everything(spec.train.seed, spec.train.deterministic)
-    distribution = setup_distribution(spec.train.precision)
+    distribution = setup_distribution(spec.train.precision, cpu_bfloat16=builders.cpu_bfloat16_pays(spec.model.builder))
     batch_size = distribution.global_batch(spec.train.batch_size)
     steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
     with distribution.scope:

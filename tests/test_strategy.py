@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from pipelines.builders import cpu_bfloat16_pays
 from pipelines.errors import PipelineError
 from pipelines.strategy import _pick_precision, cpu_has_amx_bf16, setup_distribution
 
@@ -23,6 +24,12 @@ def test_cpu_gets_one_device_in_bfloat16_only_with_amx():
     assert (setup.backend, setup.strategy, setup.replicas, setup.precision) == ("tensorflow", "default", 1, expected)
     assert setup.global_batch(128) == 128
     assert setup.as_tags()["devices"] == "cpu"
+
+
+def test_models_that_bfloat16_slows_down_stay_float32_on_cpu():
+    assert setup_distribution("auto", cpu_bfloat16=False).precision == "float32"
+    assert not cpu_bfloat16_pays("transfer") and cpu_bfloat16_pays("residual_cnn")
+    assert setup_distribution("mixed_bfloat16", cpu_bfloat16=False).precision == "mixed_bfloat16"  # asked for: given
 
 
 def test_precision_choice():
