@@ -3,8 +3,8 @@
 - the **serving model**: raw input as a client sends it (uint8 images `[batch, H, W]` or
   `[batch, H, W, 3]`) -> scaling inside the model -> the builder's network -> probabilities
   (averaged over the spec's test-time views, if any). This is what is evaluated and exported.
-- the **training model**: the same, with the spec's augmentation layers between scaling and
-  the network. It is only ever fitted, never exported.
+- the **training model**: one pass of the network (no test-time views), with the spec's
+  augmentation layers between scaling and the network. It is only ever fitted, never exported.
 """
 
 from __future__ import annotations

@@ -25,12 +25,15 @@ def test_no_augmentation_means_one_model():
     assert models.training is models.serving
 
 
+def _view_layers(model) -> list[str]:
+    return [layer.name for layer in model.layers if type(layer).__name__ == "ImageView"]
+
+
 def test_training_sees_one_view_when_serving_averages_several():
     spec = apply_overrides(get_spec("clothing"), {"model.augmentation": ()})
     models = build_models(spec)
     assert models.training is not models.serving
-    view_layers = lambda model: [layer.name for layer in model.layers if type(layer).__name__ == "ImageView"]  # noqa: E731
-    assert view_layers(models.serving) and not view_layers(models.training)
+    assert _view_layers(models.serving) and not _view_layers(models.training)
     assert {id(w) for w in models.serving.weights} == {id(w) for w in models.training.weights}
 
 
