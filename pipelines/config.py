@@ -91,6 +91,9 @@ class Spec:
     export: ExportConfig = ExportConfig()
     tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
     primary_metric: str = field(default="val_accuracy", metadata=_FIXED)  # what early stopping watches
+    # The MLflow metric that ranks finished runs (`compare`) and gates the registry alias
+    # `champion`; higher is better. Only runs on the same data (sha256) are ranked together.
+    ranking_metric: str = field(default="test_accuracy", metadata=_FIXED)
     description: str = field(default="", metadata=_FIXED)
     intended_use: str = field(default="", metadata=_FIXED)  # goes into the model card
     limitations: str = field(default="", metadata=_FIXED)

@@ -28,6 +28,8 @@ SPEC = Spec(
     train=TrainConfig(epochs=60, batch_size=32, learning_rate=3e-3, weight_decay=1e-2, class_weights=1.0),
     tabular=TabularConfig(numeric=NUMERIC, categorical=CATEGORICAL),
     primary_metric="roc_auc",
+    # No held-out test split: 303 rows are judged by repeated CV (mean ROC AUC over the folds).
+    ranking_metric="cv_keras_roc_auc_mean",
     intended_use="Research and teaching on clinical risk models and their validation across sites. NOT A MEDICAL DEVICE.",
     limitations=(
         "Not a medical device and not for diagnosis. Trained on 303 Cleveland Clinic patients referred for angiography "
