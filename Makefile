@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIPELINES := $(BIN)/python -m pipelines
 USECASES := digits clothing skin heart cucumber
+TRAIN_TARGETS := $(addprefix train-,$(USECASES))
+comma := ,
+empty :=
+space := $(empty) $(empty)
 
 # Options passed through to `train` (make train-digits EPOCHS=3 DATA=sample DATA_DIR=~/mnist SET="model.dropout=0.2")
 DATA ?=
@@ -22,10 +26,18 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui list clean $(addprefix train-,$(USECASES))
+# GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
+# *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
+# do nothing for `make train-digits`.
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui list clean $(TRAIN_TARGETS)
 
+# Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
-	@grep -hE '^[a-zA-Z_%-][a-zA-Z_% -]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/: .*## /\t/; s/:.*## /\t/' | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
+	@echo "usage: make <target> [OPTION=value ...]"
+	@awk -F'## ' '/^[^#\t][^=]*:.*## / { split($$1, parts, ":"); target = parts[1]; \
+		if (target ~ /^\$$\(/) target = parts[2]; gsub(/^ +| +$$/, "", target); gsub(/%/, "<usecase>", target); \
+		printf "  %-22s %s\n", target, $$2 }' $(MAKEFILE_LIST)
+	@echo "use cases: $(USECASES)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +56,12 @@ demo: $(STAMP) ## train every use case on the data bundled in data/samples/ (off
 	@$(foreach usecase,$(USECASES),$(PIPELINES) train $(usecase) --data sample --run-name demo $(DEMO_SET_$(usecase)) && ) true
 	@echo "demo done: compare runs with 'make mlflow-ui'; SavedModels are under models/"
 
-train-%: $(STAMP) ## train a use case on its full data, e.g. make train-digits [DATA=sample] [EPOCHS=3] [DATA_DIR=dir] [SET="k=v ..."]
+$(TRAIN_TARGETS): train-%: $(STAMP) ## train a use case on its full data [DATA=sample] [EPOCHS=3] [BATCH_SIZE=256] [DATA_DIR=dir] [SET="k=v ..."]
 	$(PIPELINES) train $* $(TRAIN_ARGS)
+
+# Any other train-<name>: say which names exist instead of "No rule to make target".
+train-%:
+	@echo "error: unknown use case '$*'; choose one of: $(subst $(space),$(comma) ,$(USECASES))" >&2; exit 2
 
 list: $(STAMP) ## list the use cases, model builders and augmentations
 	@$(PIPELINES) list
