@@ -15,12 +15,18 @@ VERBS_HELP = """verbs:
   evaluate   evaluate an exported SavedModel on a use case's test split
   export     export the latest trained checkpoint as a new SavedModel version
   predict    classify image files (or CSV rows, for heart) with an exported SavedModel
+  promote    make a registered version the champion (what predict, evaluate and serve use)
 
 examples:
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
-  python -m pipelines predict digits --model models/digits/1 my_digit.png
+  python -m pipelines predict digits my_digit.png                       # the champion
+  python -m pipelines predict digits --model models:/digits/3 my_digit.png
 """
+
+
+MODEL_HELP = ("models:/<usecase>@<alias>, models:/<usecase>/<version> or a models/<usecase>/<version> folder "
+              "(default: the champion)")
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
@@ -52,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="evaluate an exported model on the test split")
     _add_spec_arguments(evaluate)
-    evaluate.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
+    evaluate.add_argument("--model", metavar="REF", help=MODEL_HELP)
     evaluate.add_argument("--out", metavar="DIR", help="where to write the report")
 
     export = verbs.add_parser("export", help="export the latest trained checkpoint")
@@ -62,8 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict = verbs.add_parser("predict", help="classify image files")
     predict.add_argument("usecase", help="a use case name (see `list`)")
     predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
-    predict.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
+    predict.add_argument("--model", metavar="REF", help=MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+
+    promote = verbs.add_parser("promote", help="move the registry alias 'champion' to a version")
+    promote.add_argument("usecase", help="a use case name (see `list`)")
+    promote.add_argument("version", help="the registered version (see `make compare`)")
+    promote.add_argument("--reason", help="why, recorded on the version")
     return parser
 
 
@@ -113,15 +124,21 @@ def cmd_list() -> int:
 def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
-    if args.verb == "predict":
-        from pathlib import Path
+    if args.verb == "promote":
+        from pipelines.registry import promote
+        from pipelines.usecases import get_spec
 
-        from pipelines.export import latest_version_dir
+        folder = promote(get_spec(args.usecase), args.version, args.reason)
+        print(f"[{args.usecase}] champion: registered version {args.version} ({folder})")
+        return 0
+    if args.verb == "predict":
         from pipelines.predict import predict_files, print_predictions
+        from pipelines.registry import resolve_model_dir
         from pipelines.usecases import get_spec
 
         spec = get_spec(args.usecase)  # validates the name
-        model_dir = Path(args.model) if args.model else latest_version_dir(args.usecase)
+        model_dir = resolve_model_dir(args.usecase, args.model)
+        print(f"[{args.usecase}] model: {model_dir}", file=sys.stderr)
         if spec.task == "tabular_classification":
             from pipelines.export import read_metadata
             from pipelines.predict_table import predict_csv, print_table_predictions
@@ -129,7 +146,7 @@ def run(args) -> int:
             metadata = read_metadata(model_dir)
             failed = sum(print_table_predictions(predict_csv(model_dir, name), metadata, args.json) for name in args.files)
         else:
-            failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json)
+            failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json, model_dir=model_dir)
         return 1 if failed else 0
 
     spec = resolve_spec(args)

@@ -28,14 +28,6 @@ def existing_versions(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def latest_version_dir(usecase: str) -> Path:
-    folder = paths.usecase_models_dir(usecase)
-    versions = existing_versions(folder)
-    if not versions:
-        raise PipelineError(f"no exported model for '{usecase}' in {folder}; run `make train-{usecase}` first or pass --model DIR")
-    return folder / str(versions[-1])
-
-
 def call_serving(loaded, inputs) -> np.ndarray:
     """Call a reloaded SavedModel's `serve` endpoint on arrays (or a dict of column arrays)."""
     import tensorflow as tf

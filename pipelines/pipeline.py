@@ -116,7 +116,7 @@ def run_train(spec, run_name: str | None = None) -> dict:
                 serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None
             )
             summary["exported_to"] = str(model_dir)
-            summary["registered_version"] = registered
+            summary.update(registered_version=registered, **gate(spec, registered, model_dir))
         resume.clear()
 
     say(f"[{spec.name}] test " + ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
@@ -125,10 +125,22 @@ def run_train(spec, run_name: str | None = None) -> dict:
     return summary
 
 
+def gate(spec, registered: str | None, model_dir: Path) -> dict:
+    """The registry alias a new version earns (champion or challenger), for the run summary."""
+    if not registered:
+        return {}
+    from pipelines import registry
+
+    decision = registry.gate(spec, registered, model_dir)
+    return {"alias": decision.alias, "alias_reason": decision.reason}
+
+
 def say_where_exported(spec, summary: dict) -> None:
     if "exported_to" in summary:
         registered = summary.get("registered_version")
         say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {registered})" if registered else ""))
+    if "alias" in summary:
+        say(f"[{spec.name}] registry alias: {summary['alias']} ({summary['alias_reason']})")
 
 
 def _log_explanations(spec, models, dataset, probabilities, tracker, out: Path) -> None:
@@ -172,7 +184,9 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None)
     import_keras()
     import tensorflow as tf
 
-    folder = Path(model_dir) if model_dir else export.latest_version_dir(spec.name)
+    from pipelines.registry import resolve_model_dir
+
+    folder = resolve_model_dir(spec.name, model_dir)
     metadata = export.read_metadata(folder)
     if metadata.get("usecase") != spec.name:
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")

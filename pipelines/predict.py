@@ -72,8 +72,8 @@ def predict_files(model_dir: Path, files: list[str], top_k: int = 3) -> list[Pre
     return predictions
 
 
-def print_predictions(predictions: list[Prediction], as_json: bool = False) -> int:
-    """Print one line per file (or JSON lines); return the number of files that failed."""
+def print_predictions(predictions: list[Prediction], as_json: bool = False, model_dir: Path | None = None) -> int:
+    """Print one line per file (or JSON lines, naming the model); return how many files failed."""
     import json
 
     failed = 0
@@ -83,7 +83,8 @@ def print_predictions(predictions: list[Prediction], as_json: bool = False) -> i
             print(f"error: {item.error}", file=sys.stderr)
             continue
         if as_json:
-            print(json.dumps({"file": item.path, "label": item.label, "probability": item.probability, "top": item.top}))
+            print(json.dumps({"file": item.path, "label": item.label, "probability": item.probability, "top": item.top,
+                              "model": str(model_dir)}))
         else:
             others = ", ".join(f"{label} {p:.3f}" for label, p in item.top[1:])
             print(f"{item.path}: {item.label} ({item.probability:.3f})" + (f"  [then {others}]" if others else ""))

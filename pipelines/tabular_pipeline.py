@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines import config, export
 from pipelines.errors import PipelineError
-from pipelines.pipeline import say, say_where_exported
+from pipelines.pipeline import gate, say, say_where_exported
 
 
 def resolve_classes(spec):
@@ -362,7 +362,7 @@ def run_train_tabular(spec, run_name: str | None = None) -> dict:
             sample = columns(check.iloc[:4], spec)
             registered = tracker.log_keras_model(final, sample, np.asarray(final.predict_on_batch(sample)),
                                                  spec.name if spec.export.register else None)
-            summary.update(exported_to=str(model_dir), registered_version=registered)
+            summary.update(exported_to=str(model_dir), registered_version=registered, **gate(spec, registered, model_dir))
         tracker.log_metrics({"pipeline_seconds": time.perf_counter() - started})
 
     print(markdown)

@@ -39,6 +39,13 @@ def _mlflow():
     return mlflow
 
 
+def mlflow_client():
+    """A client of the configured store (tracking and registry), MLflow's chatter quieted."""
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient()
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
