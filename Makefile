@@ -29,7 +29,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui mlflow-server list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -83,6 +83,18 @@ bench-clothing bench-skin bench-heart: bench-%: $(STAMP) ## full data, default s
 mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000
 
-clean: ## remove run outputs (models/<usecase>/, mlflow.db, mlartifacts/); keeps .venv, downloads, pretrained weights
+# A tracking server for a team or several machines: runs log to it over HTTP and it proxies the
+# artifacts (clients need no access to ARTIFACTS). Loopback only; put a reverse proxy with
+# authentication in front of it before you open it to a network.
+mlflow-server: PORT ?= 5000
+mlflow-server: BACKEND ?= sqlite:///$(CURDIR)/mlflow-server.db
+mlflow-server: ARTIFACTS ?= $(CURDIR)/mlartifacts-server
+mlflow-server: WORKERS ?= 2
+mlflow-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 [PORT=5000] [BACKEND=sqlite:///file or postgresql://...] [ARTIFACTS=dir] [WORKERS=2]
+	@echo "tracking server: export MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT) before make train-<usecase>"
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts \
+		--artifacts-destination $(ARTIFACTS) --host 127.0.0.1 --port $(PORT) --workers $(WORKERS)
+
+clean: ## remove run outputs (models/<usecase>/, the MLflow stores and artifacts); keeps .venv, downloads, pretrained weights
 	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
-	rm -rf mlflow.db mlartifacts mlruns
+	rm -rf mlflow.db mlartifacts mlruns mlflow-server.db mlartifacts-server

@@ -112,9 +112,9 @@ def run_train(spec, run_name: str | None = None) -> dict:
             )
             tracker.log_artifacts(model_dir, "saved_model")
             tracker.set_tags({"exported_to": str(model_dir)})
-            registered = tracker.log_keras_model(
+            registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
                 serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None
-            )
+            ))
             summary["exported_to"] = str(model_dir)
             summary.update(registered_version=registered, **gate(spec, registered, model_dir))
         resume.clear()

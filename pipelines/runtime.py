@@ -13,6 +13,11 @@ _ENV_DEFAULTS = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     # MLflow telemetry tries the network and writes under ~/.config.
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # A tracking server that is down: MLflow's default retries for minutes per call; a run
+    # keeps its tracking on disk instead (pipelines.tracking_journal), so fail over in seconds.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 

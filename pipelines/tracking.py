@@ -11,11 +11,14 @@ import io
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from pipelines import paths
+from pipelines.errors import PipelineError
 from pipelines.runtime import configure_environment
+from pipelines.tracking_journal import Journal, is_unreachable, replay, replay_pending
 
 
 def tracking_uri() -> str:
@@ -59,22 +62,38 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 class Tracker:
-    """One MLflow run. Use as a context manager; `resume_run_id` reopens a run killed halfway."""
+    """One MLflow run. Use as a context manager; `resume_run_id` reopens a run killed halfway.
+
+    If the tracking server goes away mid-run, the run goes on: what could not be sent is kept
+    in a `Journal` (models/<usecase>/unsent/<run_id>/) and sent by the next run that reaches it.
+    """
 
     def __init__(self, experiment: str, run_name: str | None = None, resume_run_id: str | None = None):
         self.mlflow = _mlflow()
         uri = tracking_uri()
         self.mlflow.set_tracking_uri(uri)
-        if self.mlflow.get_experiment_by_name(experiment) is None:
-            root = _local_artifact_root(uri)
-            location = (root / experiment).as_uri() if root else None
-            self.mlflow.create_experiment(experiment, artifact_location=location)
-        self.mlflow.set_experiment(experiment)
         self.experiment = experiment
+        try:
+            if self.mlflow.get_experiment_by_name(experiment) is None:
+                root = _local_artifact_root(uri)
+                location = (root / experiment).as_uri() if root else None
+                self.mlflow.create_experiment(experiment, artifact_location=location)
+            self.mlflow.set_experiment(experiment)
+            replay_pending(self.mlflow.MlflowClient(), experiment, _say)
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise PipelineError(f"tracking server {uri} is unreachable: start it (`make mlflow-server`) or unset "
+                                    "MLFLOW_TRACKING_URI for the local store; nothing was trained") from None
+            raise
         self.run_name = run_name
         self.resume_run_id = resume_run_id
         self.run = None
+        self.journal: Journal | None = None
 
     def __enter__(self) -> "Tracker":
         self.run = self.mlflow.start_run(run_id=self.resume_run_id, run_name=None if self.resume_run_id else self.run_name)
@@ -82,7 +101,45 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
-        self.mlflow.end_run(status=status)
+        self._send("end", lambda: self.mlflow.end_run(status=status), status=status)
+        if self.journal is None:
+            return
+        try:
+            self.mlflow.end_run(status=status)  # pops the fluent run stack, if not yet done
+        except Exception:  # noqa: BLE001 - the status is in the journal
+            pass
+        try:  # the server may be back by now
+            replay(self.mlflow.MlflowClient(), self.journal.folder)
+            _say(f"[{self.experiment}] the tracking server is back: the kept records were sent to run {self.run_id}")
+        except Exception:  # noqa: BLE001 - still away: the journal stays
+            _say(f"warning: tracking incomplete: {self.journal.count} records of run {self.run_id} are kept in "
+                 f"{self.journal.folder}; the next `train` of '{self.experiment}' that reaches {tracking_uri()} sends them")
+
+    def _send(self, kind: str, call, **payload) -> None:
+        """Make a tracking call; once the server is unreachable, journal it (and all later ones)."""
+        if self.journal is None:
+            try:
+                call()
+                return
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                self.journal = Journal(self.experiment, self.run_id)
+                _say(f"warning: tracking server {tracking_uri()} unreachable ({type(exc).__name__}); training goes on, "
+                     f"tracking is kept in {self.journal.folder}")
+        self.journal.add(kind, **payload)
+
+    def when_reachable(self, what: str, call):
+        """Run `call` (registration: nothing to journal) unless the server is away; else None."""
+        if self.journal is None:
+            try:
+                return call()
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                self.journal = Journal(self.experiment, self.run_id)
+        _say(f"warning: {what} skipped: tracking server {tracking_uri()} unreachable; the SavedModel is exported all the same")
+        return None
 
     @property
     def run_id(self) -> str:
@@ -97,25 +154,27 @@ class Tracker:
         existing = self.mlflow.get_run(self.run_id).data.params if self.resume_run_id else {}
         fresh = {k: str(v) for k, v in params.items() if k not in existing}
         if fresh:
-            self.mlflow.log_params(fresh)
+            self._send("params", lambda: self.mlflow.log_params(fresh), values=fresh)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        values = {k: str(v) for k, v in tags.items()}
+        self._send("tags", lambda: self.mlflow.set_tags(values), values=values)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        values = {k: float(v) for k, v in metrics.items()}
+        self._send("metrics", lambda: self.mlflow.log_metrics(values, step=step), values=values, step=step)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        self.mlflow.log_artifact(str(path), artifact_path=folder)
+        self._send("artifact", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder), path=str(path), folder=folder)
 
     def log_artifacts(self, path: Path, folder: str | None = None) -> None:
-        self.mlflow.log_artifacts(str(path), artifact_path=folder)
+        self._send("artifact", lambda: self.mlflow.log_artifacts(str(path), artifact_path=folder), path=str(path), folder=folder)
 
     def log_dict(self, data: dict, name: str) -> None:
-        self.mlflow.log_dict(data, name)
+        self._send("dict", lambda: self.mlflow.log_dict(data, name), data=data, name=name)
 
     def log_text(self, text: str, name: str) -> None:
-        self.mlflow.log_text(text, name)
+        self._send("text", lambda: self.mlflow.log_text(text, name), text=text, name=name)
 
     def log_keras_model(self, model, example_input, example_output, registered_name: str | None) -> str | None:
         """The Keras model as an MLflow model (loadable by `mlflow models serve`), optionally
