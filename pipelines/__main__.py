@@ -110,9 +110,12 @@ def cmd_list() -> int:
         views = ", ".join(spec.model.test_time_augmentation) or "none"
         print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
         print(f"  {'':<10} augmentation: {augmentation}; test-time views: {views}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
-    print("\nmodel builders (--set model.builder=NAME):")
-    for name, entry in sorted(BUILDERS.items()):
-        print(f"  {name:<10} {entry.summary}")
+    for task in sorted({entry.task for entry in BUILDERS.values()}):
+        usecases = ", ".join(spec.name for spec in all_specs() if spec.task == task)
+        print(f"\nmodel builders for {usecases} (--set model.builder=NAME):")
+        for name, entry in sorted(BUILDERS.items()):
+            if entry.task == task:
+                print(f"  {name:<12} {entry.summary}")
     print("\naugmentations (--set model.augmentation=a,b:strength):")
     print("  " + ", ".join(sorted(AUGMENTATIONS)))
     print("\ntest-time augmentation (--set model.test_time_augmentation=a,b; serving averages over 2**n views):")
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever the user typed into a key or value.
+        print("error: " + str(exc).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last completed epoch", file=sys.stderr)

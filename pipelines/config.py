@@ -9,9 +9,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pipelines.domains import OneOf, Range, domain_of
 from pipelines.errors import UsageError
+
+AtLeastOne = Annotated[int, Range(min=1)]
+NonNegative = Annotated[int, Range(min=0)]
+Positive = Annotated[float, Range(min=0, min_open=True)]
+Fraction = Annotated[float, Range(0, 1, max_open=True)]  # a share of the data, or a dropout rate
 
 # Fields a user cannot override: they define the use case itself.
 _FIXED = {"fixed": True}
@@ -20,10 +26,10 @@ _FIXED = {"fixed": True}
 @dataclass(frozen=True)
 class DataConfig:
     loader: str = field(metadata=_FIXED)  # name in pipelines.loaders.LOADERS
-    source: str = "full"  # "full" (the whole data set) or "sample" (bundled in data/samples/)
+    source: Annotated[str, OneOf(("full", "sample"))] = "full"  # the whole data set, or the sample in data/samples/
     data_dir: str | None = None  # a local folder holding the data set; skips the download
-    val_fraction: float = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
-    train_limit: int = 0  # keep at most this many training examples (0: all); for quick runs
+    val_fraction: Fraction = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
+    train_limit: NonNegative = 0  # keep at most this many training examples (0: all); for quick runs
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
 
 
@@ -39,30 +45,31 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128  # per replica; the global batch is this times the replica count
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # "cosine" (decay to 1% over the run) or "constant"
-    warmup_epochs: int = 0
-    early_stopping_patience: int = 0  # 0: off; else stop when the primary metric stalls
+    epochs: AtLeastOne = 10
+    batch_size: AtLeastOne = 128  # per replica; the global batch is this times the replica count
+    learning_rate: Positive = 1e-3
+    weight_decay: Annotated[float, Range(min=0)] = 0.0
+    schedule: Annotated[str, OneOf(("cosine", "constant"))] = "cosine"  # cosine: decay to 1% over the run
+    warmup_epochs: NonNegative = 0  # fewer than `epochs`
+    early_stopping_patience: NonNegative = 0  # 0: off; else stop when the primary metric stalls
     # Loss weight of class c is (N / (K * count_c)) ** class_weights: 0 off, 1 fully "balanced",
     # between the two a softer balance that costs less plain accuracy.
-    class_weights: float = 0.0
-    seed: int = 42
+    class_weights: Annotated[float, Range(0, 1)] = 0.0
+    seed: Annotated[int, Range(0, 2**32 - 1)] = 42
     deterministic: bool = True  # deterministic TF ops: same seed, machine and data give same metrics
-    precision: str = "auto"  # "auto" (bf16/fp16 on GPUs, bf16 on CPUs with AMX-BF16, else float32), or a Keras policy
+    # auto: bf16/fp16 on GPUs, bf16 on CPUs with AMX-BF16, else float32.
+    precision: Annotated[str, OneOf(("auto", "float32", "mixed_bfloat16", "mixed_float16"))] = "auto"
     # Transfer learning, phase 2: unfreeze the top of the pretrained backbone at a lower rate.
-    fine_tune_epochs: int = 0  # 0: the backbone stays frozen
-    fine_tune_layers: int = 20  # how many of the backbone's top layers to unfreeze (0: all); BatchNorm stays frozen
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_epochs: NonNegative = 0  # 0: the backbone stays frozen; else the builder needs a backbone
+    fine_tune_layers: NonNegative = 20  # how many of the backbone's top layers to unfreeze (0: all); BatchNorm stays frozen
+    fine_tune_learning_rate: Positive = 1e-4
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     enabled: bool = True  # `train` exports a SavedModel when it ends
     register: bool = True  # register the model in the MLflow model registry
-    tolerance: float = 1e-5  # exported vs in-memory predictions, max abs difference
+    tolerance: Positive = 1e-5  # exported vs in-memory predictions, max abs difference
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,10 @@ class TabularConfig:
 
     numeric: tuple = field(default=(), metadata=_FIXED)
     categorical: tuple = field(default=(), metadata=_FIXED)
-    target: str = "binary"  # heart: "binary" (num > 0) or "severity" (num 0-4)
+    target: Annotated[str, OneOf(("binary", "severity"))] = "binary"  # heart: num > 0, or num 0-4
     train_sites: tuple = ("cleveland",)  # what the exported model is trained on
-    cv_folds: int = 5  # repeated stratified k-fold on the training sites
-    cv_repeats: int = 5
+    cv_folds: Annotated[int, Range(min=2)] = 5  # repeated stratified k-fold on the training sites
+    cv_repeats: AtLeastOne = 5
     external_validation: bool = True  # test on the other sites; leave-one-site-out on all
 
 
@@ -173,7 +180,7 @@ def parse_value(text: str, current: Any, key: str) -> Any:
         return text
     except (ValueError, SyntaxError):
         kind = type(current).__name__ if current is not None else "text"
-        raise UsageError(f"--set {key}={text}: expected a {kind} value") from None
+        raise UsageError(f"--set {key}={text}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} value") from None
 
 
 def apply_overrides(spec: Spec, overrides: list[str] | dict[str, Any]) -> Spec:
@@ -190,7 +197,66 @@ def apply_overrides(spec: Spec, overrides: list[str] | dict[str, Any]) -> Spec:
 
             spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, params=default_params(value)))
         current = flatten(spec)
+    validate(spec)
     return spec
+
+
+def validate(spec: Spec) -> None:
+    """Every value in its declared domain and every cross-field rule holds, or one UsageError
+    naming the key, the value and what is allowed: before any data is loaded or model built."""
+    from pipelines import builders
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            domain = domain_of(type(obj), f.name)
+            if domain is not None and not domain.admits(value):
+                raise UsageError(f"{prefix}{f.name}={_show(value)}: must be {domain.allowed()}")
+
+    walk(spec, "")
+    entry = builders.BUILDERS.get(spec.model.builder)
+    if entry is None:
+        raise UsageError(f"model.builder={spec.model.builder}: must be one of {', '.join(sorted(builders.BUILDERS))}")
+    if entry.task != spec.task:
+        fitting = sorted(name for name, e in builders.BUILDERS.items() if e.task == spec.task)
+        raise UsageError(f"model.builder={spec.model.builder} builds {entry.task} models; {spec.name} needs one of {', '.join(fitting)}")
+    builder = builders.get_builder(spec.model.builder)
+    for name, value in spec.model.params.items():
+        domain = domain_of(builder, name)
+        if domain is not None and not domain.admits(value):
+            raise UsageError(f"model.{name}={_show(value)}: must be {domain.allowed()}")
+    _check_rules(spec, entry)
+
+
+def _check_rules(spec: Spec, entry) -> None:
+    """Rules across fields, each a one-line UsageError."""
+    from pathlib import Path
+
+    from pipelines import augmentation, test_time_augmentation
+
+    train = spec.train
+    if train.warmup_epochs >= train.epochs:
+        raise UsageError(f"train.warmup_epochs={train.warmup_epochs}: must be fewer than train.epochs={train.epochs}")
+    if train.fine_tune_epochs and not entry.has_backbone:
+        raise UsageError(f"train.fine_tune_epochs={train.fine_tune_epochs} needs a pretrained backbone; builder "
+                         f"'{spec.model.builder}' has none (use model.builder=transfer, or fine_tune_epochs=0)")
+    test_fraction = spec.data.options.get("test_fraction", 0.0)
+    if spec.data.val_fraction + test_fraction >= 1:
+        raise UsageError(f"data.val_fraction={spec.data.val_fraction}: with test_fraction {test_fraction} it leaves no training data")
+    for entry_text in spec.model.augmentation:
+        augmentation.parse(entry_text)
+    if spec.task == "image_classification":
+        test_time_augmentation.check(spec.model.test_time_augmentation, spec.input_shape)
+    weights = spec.model.params.get("weights")
+    if isinstance(weights, str) and weights not in ("imagenet", "none", "") and not Path(weights).expanduser().is_file():
+        raise UsageError(f"model.weights={weights}: no such file; use imagenet, none, or the path of a no-top weight file")
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _split(override: str) -> tuple[str, str]:

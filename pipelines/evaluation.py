@@ -53,6 +53,18 @@ def classification_report(y_true: np.ndarray, probabilities: np.ndarray, class_n
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "roc_auc", "log_loss")
 
 
+def chance_level(metric: str, labels: np.ndarray | None, num_classes: int) -> float:
+    """What `metric` scores without looking at the input: AUC 0.5, balanced accuracy 1/K,
+    accuracy the majority class's share (always answering it). A model must beat this."""
+    if "auc" in metric:
+        return 0.5
+    if "balanced_accuracy" in metric:
+        return 1.0 / num_classes
+    if metric.endswith("accuracy") and labels is not None and len(labels):
+        return float(np.bincount(np.asarray(labels)).max() / len(labels))
+    return float("-inf")
+
+
 def headline(report: dict) -> dict[str, float]:
     return {key: report[key] for key in HEADLINE_METRICS if key in report}
 

@@ -17,7 +17,7 @@ import numpy as np
 from pipelines import config, export, paths
 from pipelines.dataset import Dataset
 from pipelines.errors import PipelineError
-from pipelines.evaluation import classification_report, headline, to_markdown, write_report
+from pipelines.evaluation import chance_level, classification_report, headline, to_markdown, write_report
 from pipelines.loaders import load_dataset
 from pipelines.runtime import has_tensorflow
 
@@ -68,7 +68,9 @@ def run_train(spec, run_name: str | None = None) -> dict:
         report = classification_report(dataset.test.y, probabilities, spec.class_names)
         for path in write_report(report, out / "evaluation", f"{spec.title}: test report"):
             tracker.log_artifact(path, "evaluation")
-        tracker.log_metrics({f"test_{k}": v for k, v in headline(report).items()})
+        test_metrics = {f"test_{k}": v for k, v in headline(report).items()}
+        tracker.log_metrics(test_metrics)
+        judge_against_chance(spec, tracker, test_metrics, dataset.test.y)
         if spec.task == "image_classification":
             _log_explanations(spec, result.models, dataset, probabilities, tracker, out)
 
@@ -123,6 +125,20 @@ def run_train(spec, run_name: str | None = None) -> dict:
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
     say_where_exported(spec, summary)
     return summary
+
+
+def judge_against_chance(spec, tracker, metrics: dict, labels) -> None:
+    """Log the ranking metric's chance level; a model no better than chance is flagged loudly
+    (it is still exported, for inspection, but the registry gate never makes it champion)."""
+    chance = chance_level(spec.ranking_metric, labels, spec.num_classes)
+    if not np.isfinite(chance):
+        return
+    tracker.log_metrics({"chance_level": chance})
+    value = metrics.get(spec.ranking_metric)
+    if value is not None and value <= chance:
+        tracker.set_tags({"useless_model": "true"})
+        say(f"warning: [{spec.name}] {spec.ranking_metric} {value:.4f} is not better than chance ({chance:.4f}): "
+            "this model is exported for inspection but never served; check the data, epochs and learning rate")
 
 
 def gate(spec, registered: str | None, model_dir: Path) -> dict:

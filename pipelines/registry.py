@@ -34,6 +34,7 @@ class Candidate:
     version: str
     metric: float | None
     data_sha256: str | None
+    chance: float | None = None  # what the metric scores without looking at the input
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ class Decision:
 
 
 def decide(new: Candidate, champion: Candidate | None, metric_name: str) -> Decision:
-    """Champion only when at least as good as the champion on the same test data."""
-    if champion is None:
-        return Decision(CHAMPION, "the first version of this model")
+    """Champion only when better than chance and at least as good as the champion on the same test data."""
     if new.metric is None or not math.isfinite(new.metric):
         return Decision(CHALLENGER, f"the run logged no {metric_name}")
+    if new.chance is not None and new.metric <= new.chance:
+        return Decision(CHALLENGER, f"{metric_name} {new.metric:.4f} is not better than chance ({new.chance:.4f}): never served")
+    if champion is None:
+        return Decision(CHAMPION, "the first version of this model")
     if new.data_sha256 != champion.data_sha256:
         return Decision(
             CHALLENGER,
@@ -80,7 +83,8 @@ def _version_by_alias(client, name: str, alias: str):
 
 def _candidate(client, version, metric_name: str) -> Candidate:
     run = client.get_run(version.run_id)
-    return Candidate(str(version.version), run.data.metrics.get(metric_name), run.data.tags.get("data_sha256"))
+    metrics = run.data.metrics
+    return Candidate(str(version.version), metrics.get(metric_name), run.data.tags.get("data_sha256"), metrics.get("chance_level"))
 
 
 def gate(spec, version: str, model_dir: Path | None) -> Decision:

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines import config, export
 from pipelines.errors import PipelineError
-from pipelines.pipeline import gate, say, say_where_exported
+from pipelines.pipeline import gate, judge_against_chance, say, say_where_exported
 
 
 def resolve_classes(spec):
@@ -316,6 +316,7 @@ def run_train_tabular(spec, run_name: str | None = None) -> dict:
         report = {"train_rows": len(train), "cross_validation": cv["summary"], "per_fold": cv["folds"]}
         for model, summary in cv["summary"].items():
             tracker.log_metrics({f"cv_{model}_{k}_{stat}": v[stat] for k, v in summary.items() for stat in ("mean", "sd")})
+        judge_against_chance(spec, tracker, {f"cv_keras_{k}_mean": v["mean"] for k, v in cv["summary"]["keras"].items()}, y)
         threshold = None
         if spec.num_classes == 2:
             oof = cv["out_of_fold"]

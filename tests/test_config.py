@@ -1,6 +1,13 @@
-import pytest
+import contextlib
+import io
 
-from pipelines.config import apply_overrides, flatten, resolve_key
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.__main__ import main
+
+from pipelines.config import apply_overrides, flatten, resolve_key, validate
 from pipelines.errors import UsageError
 from pipelines.usecases import get_spec
 
@@ -39,7 +46,7 @@ def test_unknown_key_lists_the_valid_ones(spec):
 
 
 def test_bad_values_and_syntax(spec):
-    with pytest.raises(UsageError, match="expected a int value"):
+    with pytest.raises(UsageError, match="expected an int value"):
         apply_overrides(spec, ["epochs=three"])
     with pytest.raises(UsageError, match="key=value"):
         apply_overrides(spec, ["epochs"])
@@ -50,3 +57,73 @@ def test_fixed_fields_cannot_be_overridden(spec):
     assert "name" not in keys and "class_names" not in keys and "data.loader" not in keys
     with pytest.raises(UsageError):
         apply_overrides(spec, ["class_names=a,b"])
+
+
+
+@pytest.mark.parametrize("usecase", ["digits", "clothing", "skin", "heart", "cucumber"])
+def test_every_default_spec_is_valid(usecase):
+    validate(get_spec(usecase))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("epochs=-1", "train.epochs=-1: must be >= 1"),
+        ("epochs=0", "train.epochs=0: must be >= 1"),
+        ("batch_size=0", "train.batch_size=0: must be >= 1"),
+        ("model.dropout=1.5", "model.dropout=1.5: must be >= 0 and < 1"),
+        ("learning_rate=-1", "train.learning_rate=-1.0: must be > 0"),
+        ("learning_rate=nan", "train.learning_rate=nan: must be > 0"),
+        ("schedule=linear", "train.schedule=linear: must be one of cosine, constant"),
+        ("val_fraction=1", "data.val_fraction=1.0: must be >= 0 and < 1"),
+        ("filters=32,0", "model.filters=32,0: must be >= 1"),
+        ("warmup_epochs=6", "train.warmup_epochs=6: must be fewer than train.epochs=6"),
+        ("fine_tune_epochs=2", "train.fine_tune_epochs=2 needs a pretrained backbone; builder 'small_cnn' has none"),
+        ("model.builder=tabular_mlp", "model.builder=tabular_mlp builds tabular_classification models; digits needs one of"),
+    ],
+)
+def test_values_outside_their_domain_are_refused(spec, override, message):
+    with pytest.raises(UsageError) as error:
+        apply_overrides(spec, [override])
+    assert str(error.value).startswith(message) and error.value.exit_code == 2
+
+
+def test_domains_of_other_tasks_and_builders():
+    with pytest.raises(UsageError, match="tabular.cv_folds=1: must be >= 2"):
+        apply_overrides(get_spec("heart"), ["cv_folds=1"])
+    with pytest.raises(UsageError, match="tabular.target=other: must be one of binary, severity"):
+        apply_overrides(get_spec("heart"), ["target=other"])
+    with pytest.raises(UsageError, match="model.backbone=vgg: must be one of mobilenet"):
+        apply_overrides(get_spec("cucumber"), ["backbone=vgg"])
+    with pytest.raises(UsageError, match="model.weights=/nonexistent.h5: no such file"):
+        apply_overrides(get_spec("cucumber"), ["weights=/nonexistent.h5"])
+    assert apply_overrides(get_spec("cucumber"), ["fine_tune_epochs=2"]).train.fine_tune_epochs == 2
+
+
+def test_a_bad_value_is_refused_before_any_data_is_loaded(tmp_path):
+    """No download, no TensorFlow: the full-data default would otherwise start fetching MNIST."""
+    from conftest import run_cli
+
+    result = run_cli("train", "digits", "--set", "epochs=-1", env={"PIPELINES_DATA_ROOT": str(tmp_path)})
+    assert result.returncode == 2 and result.stderr == "error: train.epochs=-1: must be >= 1\n"
+    assert not any(tmp_path.iterdir())
+
+
+USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
+KEYS = sorted({key for usecase in USECASES for key in flatten(get_spec(usecase))} | {"epoch", "model", "", "train."})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    usecase=st.sampled_from(USECASES),
+    key=st.sampled_from(KEYS) | st.text(max_size=12),
+    value=st.one_of(st.text(max_size=12), st.integers().map(str), st.floats().map(str), st.sampled_from(["none", "true", "1,2", "[1, 2]", "(", "nan", "-0"])),
+)
+def test_no_override_reaches_a_traceback(usecase, key, value):
+    """Whatever `--set key=value` a user types, `show` answers with the spec or a one-line error."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = main(["show", usecase, f"--set={key}={value}"])
+    assert code in (0, 2)
+    if code == 2:
+        assert stderr.getvalue().startswith("error: ") and stderr.getvalue().count("\n") == 1

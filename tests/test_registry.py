@@ -22,6 +22,8 @@ METRIC = "test_accuracy"
         (Candidate("2", 0.99, "b"), Candidate("1", 0.9, "a"), CHALLENGER, "other test data"),
         (Candidate("2", None, "a"), Candidate("1", 0.9, "a"), CHALLENGER, "logged no test_accuracy"),
         (Candidate("2", float("nan"), "a"), Candidate("1", 0.9, "a"), CHALLENGER, "logged no test_accuracy"),
+        (Candidate("1", 0.11, "a", chance=0.114), None, CHALLENGER, "not better than chance (0.1140)"),
+        (Candidate("2", 0.95, "a", chance=0.114), Candidate("1", 0.9, "a"), CHAMPION, ">= champion v1's"),
     ],
 )
 def test_decide(new, champion, alias, reason):
@@ -66,7 +68,9 @@ def test_a_worse_version_is_only_the_challenger(two_runs):
     client = mlflow.MlflowClient(two_runs["env"]["MLFLOW_TRACKING_URI"])
     assert str(client.get_model_version_by_alias("digits", CHAMPION).version) == "1"
     assert client.get_run(bad["run_id"]).data.tags["registry_alias"] == CHALLENGER
-    assert "< champion v1's" in client.get_run(bad["run_id"]).data.tags["registry_reason"]
+    bad_run = client.get_run(bad["run_id"])
+    assert "not better than chance" in bad_run.data.tags["registry_reason"] and bad_run.data.tags["useless_model"] == "true"
+    assert bad_run.data.metrics["chance_level"] == pytest.approx(0.114, abs=0.02)  # the sample's majority class share
     assert (two_runs["root"] / "models" / "digits" / "champion").read_text().strip() == "1"
 
 

@@ -19,6 +19,8 @@ from pipelines.errors import UsageError
 class BuilderEntry:
     target: str  # "module:function"
     summary: str
+    task: str = "image_classification"  # the kind of spec it serves (Spec.task)
+    has_backbone: bool = False  # a pretrained backbone that `fine_tune_epochs` can unfreeze
     # Whether precision=auto may train it in mixed_bfloat16 on a CPU with AMX-BF16 (measured
     # per builder: dense and residual convs speed up, depthwise-separable MobileNets slow down).
     cpu_bfloat16: bool = True
@@ -36,12 +38,14 @@ BUILDERS = {
     "tabular_mlp": BuilderEntry(
         "pipelines.builders.tabular_mlp:build_tabular_mlp",
         "MLP over raw named columns; imputation, missing indicators, normalisation and lookups inside the model",
+        task="tabular_classification",
     ),
     "transfer": BuilderEntry(
         "pipelines.builders.transfer:build_transfer",
         "ImageNet-pretrained keras.applications backbone (mobilenet, mobilenet_v2, efficientnet_b0) + new head; fine-tunes its top",
         # CUCUMBER-9 sample, MobileNet: fit 35.6 s in float32, 46.0 s in mixed_bfloat16.
         cpu_bfloat16=False,
+        has_backbone=True,
     ),
 }
 

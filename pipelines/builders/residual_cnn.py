@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import functools
 
+from typing import Annotated
+
 from pipelines.builders.fused_batch_norm import batch_normalization
+from pipelines.domains import Range
 from pipelines.runtime import import_keras
 
 
 def build_residual_cnn(
     input_shape: tuple,
     num_classes: int,
-    stem_filters: int = 32,
-    stages: tuple = (32, 64, 128),
-    blocks_per_stage: int = 1,
-    dropout: float = 0.2,
-    batch_norm_momentum: float = 0.9,
+    stem_filters: Annotated[int, Range(min=1)] = 32,
+    stages: Annotated[tuple, Range(min=1)] = (32, 64, 128),
+    blocks_per_stage: Annotated[int, Range(min=1)] = 1,
+    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.2,
+    batch_norm_momentum: Annotated[float, Range(0, 1, max_open=True)] = 0.9,
     name: str = "residual_cnn",
 ):
     """`stages[i]` channels in stage i; every stage after the first halves the resolution.

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pipelines.builders.fused_batch_norm import batch_normalization
+from pipelines.domains import Range
 from pipelines.runtime import import_keras
 
 
 def build_small_cnn(
     input_shape: tuple,
     num_classes: int,
-    filters: tuple = (32, 64),
-    convs_per_block: int = 2,
-    dense_units: int = 128,
-    dropout: float = 0.3,
+    filters: Annotated[tuple, Range(min=1)] = (32, 64),
+    convs_per_block: Annotated[int, Range(min=1)] = 2,
+    dense_units: Annotated[int, Range(min=0)] = 128,
+    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.3,
     batch_norm: bool = True,
     name: str = "small_cnn",
 ):

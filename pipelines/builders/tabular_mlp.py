@@ -11,9 +11,11 @@ model takes the raw named columns a client records (one float tensor per column,
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import numpy as np
 
+from pipelines.domains import Range
 from pipelines.runtime import import_keras
 
 MISSING_CODE = -2  # IntegerLookup reserves -1 for its out-of-vocabulary token
@@ -66,8 +68,8 @@ def build_tabular_mlp(
     numeric: tuple,
     categorical: tuple,
     num_classes: int,
-    hidden_units: tuple = (32, 16),
-    dropout: float = 0.3,
+    hidden_units: Annotated[tuple, Range(min=1)] = (32, 16),
+    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.3,
     name: str = "tabular_mlp",
 ):
     """Adapts every statistic on `train_frame` (the training rows only); returns an

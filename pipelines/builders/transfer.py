@@ -16,8 +16,10 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pipelines import paths
+from pipelines.domains import OneOf, Range
 from pipelines.errors import PipelineError, UsageError
 from pipelines.runtime import import_keras
 
@@ -89,11 +91,11 @@ def load_backbone(backbone: str, image_size: int, alpha: float, weights: str | N
 def build_transfer(
     input_shape: tuple,
     num_classes: int,
-    backbone: str = "mobilenet",
-    alpha: float = 0.25,
-    image_size: int = 128,
-    weights: str = "imagenet",
-    dropout: float = 0.2,
+    backbone: Annotated[str, OneOf(tuple(BACKBONES))] = "mobilenet",
+    alpha: Annotated[float, Range(0, 1.4, min_open=True)] = 0.25,  # MobileNet width multiplier
+    image_size: Annotated[int, Range(min=32)] = 128,  # the backbone's input side (32 px at least)
+    weights: str = "imagenet",  # imagenet, none, or a no-top weight file
+    dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.2,
     name: str = "transfer",
 ):
     keras = import_keras()
