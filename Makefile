@@ -70,3 +70,26 @@ mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 clean: ## remove run outputs (models/<usecase>/, mlflow.db, mlartifacts/); keeps .venv, downloads, pretrained weights
 	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
 	rm -rf mlflow.db mlartifacts mlruns
+
+# --- Comparing runs and sweeps ------------------------------------------------------------
+# make compare [USECASES_TO_COMPARE="digits skin"] [METRIC=test_accuracy] [LAST=5] [OUT=dir] [LOG=1]
+# make sweep-<usecase> SWEEP="key=v1,v2 key2=v3,v4" [DATA=sample] [EPOCHS=2] [DATA_DIR=dir] [SET="k=v ..."]
+USECASES_TO_COMPARE ?=
+METRIC ?=
+LAST ?=
+OUT ?=
+LOG ?=
+SWEEP ?=
+COMPARE_ARGS = $(USECASES_TO_COMPARE) $(if $(METRIC),--metric $(METRIC)) $(if $(LAST),--last $(LAST)) \
+	$(if $(OUT),--out $(OUT)) $(if $(LOG),--log)
+.PHONY: compare $(addprefix sweep-,$(USECASES))
+
+compare: $(STAMP) ## table of MLflow runs, best per data set marked; writes reports/compare/ [USECASES_TO_COMPARE= METRIC= LAST= LOG=1]
+	@$(PIPELINES) compare $(COMPARE_ARGS)
+
+# A pattern-specific variable (not a rule), so `make help` lists the sweep targets.
+sweep-%: SWEEP_GRID = --grid '$(SWEEP)' ## grid of child runs, e.g. make sweep-skin SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2]
+
+$(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP)
+	@test -n '$(SWEEP)' || { echo 'error: give the grid, e.g. make $@ SWEEP="class_weights=0,0.5 model.dropout=0.2,0.4"' >&2; exit 2; }
+	$(PIPELINES) sweep $* $(SWEEP_GRID) $(TRAIN_ARGS)
