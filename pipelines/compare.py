@@ -39,7 +39,8 @@ SHORT_NAMES = {
     "fit_seconds": "fit_s", "examples_per_second": "ex/s",
 }
 TERMINAL_WIDTH = 100
-CELL_WIDTH = 14  # a wider cell (a long run name, a path) is trimmed with "~"
+CELL_WIDTH = 14  # a wider cell (a path, a long tuple) is trimmed with "~"
+RUN_NAME_WIDTH = 28  # a sweep names its children after their point: `class_weights=0.5 dropout=0.2`
 # Columns given up, in this order, when a group's table is wider than the terminal.
 DROP_ORDER = ("started", "ex/s", "builder", "fit_s", "version", "status")
 COMPARISONS_EXPERIMENT = "comparisons"
@@ -65,8 +66,7 @@ class Comparison:
         for usecase, rows in self.table.groupby("usecase", sort=False):
             datasets = list(dict.fromkeys(rows["data"]))
             if len(datasets) > 1:
-                notes.append(f"{usecase}: runs on {len(datasets)} data sets ({', '.join(datasets)}) "
-                             "are ranked separately, never against each other")
+                notes.append(f"{usecase}: runs on {len(datasets)} data sets are ranked separately, never against each other")
         return notes
 
 
@@ -210,7 +210,8 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
                       for i, u in zip(runs.index, runs["usecase"])]
     present = list(dict.fromkeys(runs["usecase"]))
     others = {name: [m for m in HEADLINE_METRICS.get(specs[name].task, ()) if m != ranking[name]] for name in present}
-    metrics = list(dict.fromkeys(m for name in present for m in others[name]))
+    known = [m for headlines in HEADLINE_METRICS.values() for m in headlines]
+    metrics = sorted({m for name in present for m in others[name]}, key=known.index)
     for headline in metrics:
         # Shown for the use cases that report it beside their ranking metric (`score`), not twice.
         reports = runs["usecase"].map(lambda usecase: headline in others[usecase])
@@ -256,7 +257,10 @@ def _group_header(usecase: str, data: str, rows, short: bool = False) -> str:
     if short and rows["builder"].nunique(dropna=False) == 1:
         shared += f", {rows['builder'].iloc[0]}"
     runs = f"{len(rows)} run{'s' if len(rows) > 1 else ''}"
-    status = f"all {finished} finished" if short and finished == len(rows) else f"{finished} finished"
+    if short and finished == len(rows):
+        status = "all finished" if finished > 1 else "finished"
+    else:
+        status = f"{finished} finished"
     return f"{usecase} on {data}{shared}: {runs}, {status}; ranked by {metric}, * = best"
 
 
@@ -293,7 +297,7 @@ def display_frame(rows, comparison: Comparison, short: bool):
             frame = frame.drop(columns="builder")
         if (rows["status"] == "FINISHED").all():
             frame = frame.drop(columns="status")
-        frame = frame.map(_trim)
+        frame = frame.apply(lambda column: column.map(lambda v: _trim(v, RUN_NAME_WIDTH if column.name == "run" else CELL_WIDTH)))
     return frame
 
 
@@ -425,7 +429,7 @@ def run_compare(usecases: list[str] | None = None, metric: str | None = None, la
     from pipelines import paths as locations
 
     paths = write_outputs(comparison, Path(out_dir) if out_dir else locations.reports_root() / "compare")
-    print(f"\nwritten: {', '.join(str(p) for p in paths)}")
+    print(f"\nwritten to {paths[0].parent}/: {', '.join(p.name for p in paths)}")
     if log:
         arguments = {"usecases": ",".join(usecases or []), "metric": metric, "last": last}
         run_id = log_outputs(paths, comparison, arguments)
