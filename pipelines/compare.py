@@ -361,6 +361,9 @@ def csv_frame(comparison: Comparison):
 def plot_comparison(comparison: Comparison, path: Path) -> Path:
     """Ranking metric per run, a panel per use case, bars coloured by data set; the best run of a
     data set has a thick black edge, the registry's champion a hatched bar."""
+    import pandas as pd
+    from matplotlib.patches import Patch
+
     from pipelines.plots import _pyplot
 
     plt = _pyplot()
@@ -378,20 +381,18 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
         for position, (_, row) in zip(positions, rows.iterrows()):
             colour = colours[datasets.index(row["data"]) % len(colours)]
             champion = "champion" in str(row["aliases"]).split(",")
-            axis.barh(position, 0 if row["score"] != row["score"] else row["score"], color=colour,
-                      edgecolor="black", linewidth=2.5 if row["best"] else 0, hatch="//" if champion else None,
-                      label=row["data"])
-            note = ("best " if row["best"] else "") + ("@champion" if champion else "")
-            text = "no score" if row["score"] != row["score"] else f"{row['score']:.4f} {note}"
-            axis.text(0 if row["score"] != row["score"] else row["score"], position, " " + text.strip(),
-                      va="center", fontsize=8)
+            finished = row["status"] == "FINISHED"
+            score = 0.0 if pd.isna(row["score"]) else row["score"]
+            axis.barh(position, score, color=colour, alpha=1.0 if finished else 0.3, edgecolor="black",
+                      linewidth=2.5 if row["best"] else 0, hatch="//" if champion else None)
+            notes = ["best"] * bool(row["best"]) + ["@champion"] * champion + [f"{row['status']}, not ranked"] * (not finished)
+            text = "no score" if pd.isna(row["score"]) else f"{row['score']:.4f}"
+            axis.text(score, position, " " + " ".join([text, *notes]), va="center", fontsize=8)
         axis.set_yticks(list(positions), labels, fontsize=8)
-        axis.set_xlim(0, 1.15 if rows["score"].max(skipna=True) <= 1 else None)
+        axis.set_xlim(0, 1.2 if rows["score"].max(skipna=True) <= 1 else None)
         axis.set_title(f"{usecase}: {rows['ranking_metric'].iloc[0]}", fontsize=10)
-        handles, names = axis.get_legend_handles_labels()
-        unique = dict(zip(names, handles))
-        axis.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right", title="data (ranked apart)",
-                    title_fontsize=7)
+        handles = [Patch(color=colours[i % len(colours)], label=data) for i, data in enumerate(datasets)]
+        axis.legend(handles=handles, fontsize=7, loc="lower right", title="data (ranked apart)", title_fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

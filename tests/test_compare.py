@@ -158,3 +158,22 @@ def test_cli(store, tmp_path):
     assert "ranked by test_accuracy" in result.stdout and (tmp_path / "comparison.csv").is_file()
     result = run_cli("compare", "digits", "--metric", "test_nope", env=store["env"], timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error: unknown metric") and result.stderr.count("\n") == 1
+
+
+def test_heart_is_ranked_by_its_cross_validated_auc(store):
+    """A tabular use case reports other metrics than an image one, and its time is the pipeline's."""
+    from pipelines.compare import build_comparison
+
+    client = store["client"]
+    real = client.get_run(store["ids"]["real"])
+    experiment = client.create_experiment("heart")
+    metrics = {"cv_keras_roc_auc_mean": 0.92, "cv_keras_accuracy_mean": 0.85, "cv_baseline_roc_auc_mean": 0.91,
+               "pipeline_seconds": 200.0}
+    heart = _add_run(client, experiment, real, "heart", metrics, tags={"usecase": "heart"})
+    comparison = build_comparison(["heart", "digits"])
+    table = comparison.table
+    assert list(dict.fromkeys(table["usecase"])) == ["heart", "digits"]  # in the order asked
+    assert row(table, heart)["score"] == 0.92 and row(table, heart)["ranking_metric"] == "cv_keras_roc_auc_mean"
+    assert row(table, heart)["cv_keras_accuracy_mean"] == 0.85 and row(table, heart)["fit_seconds"] == 200.0
+    assert pd.isna(row(table, heart)["test_balanced_accuracy"])  # not a heart metric
+    assert pd.isna(row(table, store["ids"]["real"])["cv_keras_accuracy_mean"])
