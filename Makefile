@@ -98,3 +98,23 @@ mlflow-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 [PORT=5000] [BACK
 clean: ## remove run outputs (models/<usecase>/, the MLflow stores and artifacts); keeps .venv, downloads, pretrained weights
 	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
 	rm -rf mlflow.db mlartifacts mlruns mlflow-server.db mlartifacts-server
+
+# --- Comparing runs and sweeps ------------------------------------------------------------
+# make compare [USECASES_TO_COMPARE="digits skin"] [METRIC=test_accuracy] [LAST=5] [OUT=dir] [LOG=1]
+# make sweep-<usecase> SWEEP="key=v1,v2 key2=v3,v4" [DATA=sample] [EPOCHS=2] [DATA_DIR=dir] [SET="k=v ..."]
+USECASES_TO_COMPARE ?=
+METRIC ?=
+LAST ?=
+OUT ?=
+LOG ?=
+SWEEP ?=
+COMPARE_ARGS = $(USECASES_TO_COMPARE) $(if $(METRIC),--metric $(METRIC)) $(if $(LAST),--last $(LAST)) \
+	$(if $(OUT),--out $(OUT)) $(if $(LOG),--log)
+.PHONY: compare $(addprefix sweep-,$(USECASES))
+
+compare: $(STAMP) ## table of MLflow runs, best per data set marked; writes reports/compare/ [USECASES_TO_COMPARE= METRIC= LAST= LOG=1]
+	@$(PIPELINES) compare $(COMPARE_ARGS)
+
+$(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP) ## a grid of child runs: SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2] [SET=...]
+	@test -n '$(SWEEP)' || { echo 'error: give the grid, e.g. make $@ SWEEP="class_weights=0,0.5 model.dropout=0.2,0.4"' >&2; exit 2; }
+	$(PIPELINES) sweep $* --grid '$(SWEEP)' $(TRAIN_ARGS)

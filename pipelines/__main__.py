@@ -16,12 +16,16 @@ VERBS_HELP = """verbs:
   export     export the latest trained checkpoint as a new SavedModel version
   predict    classify image files (or CSV rows, for heart) with an exported SavedModel
   promote    make a registered version the champion (what predict, evaluate and serve use)
+  compare    a table of MLflow runs across use cases, best per data set marked (CSV, Markdown, PNG)
+  sweep      train a grid of settings as child runs of one MLflow run, then compare them
 
 examples:
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits my_digit.png                       # the champion
   python -m pipelines predict digits --model models:/digits/3 my_digit.png
+  python -m pipelines compare digits skin --last 5
+  python -m pipelines sweep skin --data sample --grid "class_weights=0,0.5 model.dropout=0.2,0.4"
 """
 
 
@@ -75,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("usecase", help="a use case name (see `list`)")
     promote.add_argument("version", help="the registered version (see `make compare`)")
     promote.add_argument("--reason", help="why, recorded on the version")
+    compare = verbs.add_parser("compare", help="compare MLflow runs across use cases")
+    compare.add_argument("usecases", nargs="*", metavar="USECASE", help="use cases to compare (default: all with runs)")
+    compare.add_argument("--metric", help="rank by this MLflow metric, higher is better (default: each use case's ranking metric)")
+    compare.add_argument("--last", type=int, metavar="N", help="only the N most recent runs of each use case")
+    compare.add_argument("--out", metavar="DIR", help="where to write comparison.{csv,md,png} (default: reports/compare/)")
+    compare.add_argument("--log", action="store_true", help="also log those files to a run of the MLflow experiment 'comparisons'")
+
+    sweep = verbs.add_parser("sweep", help="train a grid of settings as nested MLflow runs",
+                             description="Train every point of a grid as a child run of one MLflow parent run. "
+                             "Running the same sweep again skips points that finished.")
+    _add_spec_arguments(sweep)
+    sweep.add_argument("--grid", required=True, metavar="GRID",
+                       help='space-separated KEY=V1,V2,... e.g. "class_weights=0,0.5 model.dropout=0.2,0.4"; '
+                            'a tuple value in brackets: "model.stages=[32,64],[48,96]"')
+    sweep.add_argument("--out", metavar="DIR", help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
     return parser
 
 
@@ -152,6 +171,12 @@ def run(args) -> int:
             failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json, model_dir=model_dir)
         return 1 if failed else 0
 
+    if args.verb == "compare":
+        from pipelines.compare import run_compare
+
+        run_compare(args.usecases, metric=args.metric, last=args.last, out_dir=args.out, log=args.log)
+        return 0
+
     spec = resolve_spec(args)
     if args.verb == "show":
         print(json.dumps(spec.to_dict(), indent=2, default=str))
@@ -168,6 +193,10 @@ def run(args) -> int:
         pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out)
     elif args.verb == "export":
         pipeline.run_export(spec, checkpoint=args.checkpoint)
+    elif args.verb == "sweep":
+        from pipelines.sweep import run_sweep
+
+        run_sweep(spec, args.grid, out_dir=args.out)
     return 0
 
 

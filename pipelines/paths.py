@@ -41,3 +41,8 @@ def usecase_models_dir(usecase: str) -> Path:
 def checkpoints_dir(usecase: str) -> Path:
     # A non-integer folder name: TensorFlow Serving only looks at integer versions.
     return usecase_models_dir(usecase) / "checkpoints"
+
+
+def reports_root() -> Path:
+    """`reports/`: run comparisons (`compare`) and sweep summaries; not committed."""
+    return _env_path("PIPELINES_REPORTS_ROOT", REPO_ROOT / "reports")

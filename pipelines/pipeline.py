@@ -31,11 +31,12 @@ def describe_dataset(dataset: Dataset) -> str:
     return f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} (sha256 {dataset.sha256[:12]})"
 
 
-def run_train(spec, run_name: str | None = None) -> dict:
+def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> dict:
+    """`tags` go on the MLflow run from its start (a sweep marks its children with them)."""
     if spec.task == "tabular_classification":
         from pipelines.tabular_pipeline import run_train_tabular
 
-        return run_train_tabular(spec, run_name)
+        return run_train_tabular(spec, run_name, tags)
     from pipelines import model_card, training
     from pipelines.plots import plot_history
     from pipelines.tracking import Tracker, git_commit
@@ -47,7 +48,7 @@ def run_train(spec, run_name: str | None = None) -> dict:
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
 
-    with Tracker(spec.name, run_name=run_name, resume_run_id=pending) as tracker, tempfile.TemporaryDirectory() as scratch:
+    with Tracker(spec.name, run_name=run_name, resume_run_id=pending, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
         resume.remember(tracker.run_id)
         out = Path(scratch)
         tracker.log_params({**config.flatten(spec), "train_examples": len(dataset.train), "val_examples": len(dataset.val), "test_examples": len(dataset.test)})

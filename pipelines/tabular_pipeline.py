@@ -280,7 +280,7 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 # --- the verb -----------------------------------------------------------------------------
 
 
-def run_train_tabular(spec, run_name: str | None = None) -> dict:
+def run_train_tabular(spec, run_name: str | None = None, tags: dict | None = None) -> dict:
     import pandas as pd
 
     from pipelines.loaders.uci_heart_format import load_sites, targets
@@ -303,7 +303,7 @@ def run_train_tabular(spec, run_name: str | None = None) -> dict:
     say(f"[{spec.name}] {origin} data: " + ", ".join(f"{s} {len(f)}" for s, f in frames.items()) + f" rows (sha256 {dataset_sha[:12]})")
 
     started = time.perf_counter()
-    with Tracker(spec.name, run_name=run_name) as tracker, tempfile.TemporaryDirectory() as scratch:
+    with Tracker(spec.name, run_name=run_name, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
         commit = git_commit()
         tracker.log_params({**config.flatten(spec), "train_rows": len(train)})

@@ -69,11 +69,13 @@ def _say(message: str) -> None:
 class Tracker:
     """One MLflow run. Use as a context manager; `resume_run_id` reopens a run killed halfway.
 
-    If the tracking server goes away mid-run, the run goes on: what could not be sent is kept
-    in a `Journal` (models/<usecase>/unsent/<run_id>/) and sent by the next run that reaches it.
+    Started while another run is active (a sweep's parent), it is that run's child. If the
+    tracking server goes away mid-run, the run goes on: what could not be sent is kept in a
+    `Journal` (models/<usecase>/unsent/<run_id>/) and sent by the next run that reaches it.
     """
 
-    def __init__(self, experiment: str, run_name: str | None = None, resume_run_id: str | None = None):
+    def __init__(self, experiment: str, run_name: str | None = None, resume_run_id: str | None = None,
+                 tags: dict[str, Any] | None = None):
         self.mlflow = _mlflow()
         uri = tracking_uri()
         self.mlflow.set_tracking_uri(uri)
@@ -92,11 +94,14 @@ class Tracker:
             raise
         self.run_name = run_name
         self.resume_run_id = resume_run_id
+        self.tags = {k: str(v) for k, v in (tags or {}).items()} or None  # set when the run starts (or resumes)
         self.run = None
         self.journal: Journal | None = None
 
     def __enter__(self) -> "Tracker":
-        self.run = self.mlflow.start_run(run_id=self.resume_run_id, run_name=None if self.resume_run_id else self.run_name)
+        nested = self.mlflow.active_run() is not None
+        self.run = self.mlflow.start_run(run_id=self.resume_run_id, run_name=None if self.resume_run_id else self.run_name,
+                                         nested=nested, tags=self.tags)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
