@@ -50,6 +50,7 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
 
     base = paths.usecase_models_dir(usecase)
     base.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(base)
     staging = base / f".export-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         model.export(str(staging), format="tf_saved_model", verbose=False)
@@ -66,6 +67,25 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
         return _publish(staging, base, {**metadata, "export_check_max_abs_difference": difference})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_abandoned_staging(base: Path) -> None:
+    """Staging folders of exports whose process died (kill -9 mid-export): never published, so
+    nobody will; a live process's staging folder is left alone."""
+    for folder in base.glob(".export-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _publish(staging: Path, base: Path, metadata: dict) -> Path:

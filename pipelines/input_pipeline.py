@@ -8,6 +8,8 @@ batch, prefetch). `prefetch(2)`, not AUTOTUNE: measured here, AUTOTUNE made `fit
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pipelines.dataset import Split
@@ -21,8 +23,12 @@ def as_model_inputs(x):
     return x
 
 
-def fit_arguments(split: Split, batch_size: int, seed: int, training: bool) -> dict:
-    """Keyword arguments for `fit`/`evaluate`: `x=` a dataset, or `x`, `y`, `batch_size` arrays."""
+def fit_arguments(split: Split, batch_size: int, seed: int, training: bool, skip_epochs: int = 0) -> dict:
+    """Keyword arguments for `fit`/`evaluate`: `x=` a dataset, or `x`, `y`, `batch_size` arrays.
+
+    For training, the epochs are one seeded, endless stream (shuffle, batch, repeat) cut into
+    `steps_per_epoch`: epoch k sees the same order whether the run got there directly or was
+    killed and resumed, which starts the stream `skip_epochs` epochs in."""
     x = as_model_inputs(split.x)
     if not has_tensorflow():
         return {"x": x, "y": split.y, "batch_size": batch_size, **({"shuffle": True} if training else {})}
@@ -30,7 +36,9 @@ def fit_arguments(split: Split, batch_size: int, seed: int, training: bool) -> d
 
     dataset = tf.data.Dataset.from_tensor_slices((x, split.y.astype(np.int64)))
     dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).prefetch(2)
-    return {"x": dataset, **({"shuffle": False} if training else {})}
+    if not training:
+        return {"x": dataset.batch(batch_size).prefetch(2)}
+    steps = math.ceil(len(split) / batch_size)
+    dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat()
+    dataset = dataset.skip(skip_epochs * steps).prefetch(2)
+    return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}

@@ -62,6 +62,25 @@ def git_commit() -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def _store_creation_lock(uri: str):
+    """Two runs starting together on a new SQLite store would both create its tables (MLflow's
+    migration then fails in one of them): the first creates, the other waits on a file lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -81,11 +100,8 @@ class Tracker:
         self.mlflow.set_tracking_uri(uri)
         self.experiment = experiment
         try:
-            if self.mlflow.get_experiment_by_name(experiment) is None:
-                root = _local_artifact_root(uri)
-                location = (root / experiment).as_uri() if root else None
-                self.mlflow.create_experiment(experiment, artifact_location=location)
-            self.mlflow.set_experiment(experiment)
+            with _store_creation_lock(uri):
+                self._open_experiment(uri)
             replay_pending(self.mlflow.MlflowClient(), experiment, _say)
         except Exception as exc:
             if is_unreachable(exc):
@@ -97,6 +113,13 @@ class Tracker:
         self.tags = {k: str(v) for k, v in (tags or {}).items()} or None  # set when the run starts (or resumes)
         self.run = None
         self.journal: Journal | None = None
+
+    def _open_experiment(self, uri: str) -> None:
+        if self.mlflow.get_experiment_by_name(self.experiment) is None:
+            root = _local_artifact_root(uri)
+            location = (root / self.experiment).as_uri() if root else None
+            self.mlflow.create_experiment(self.experiment, artifact_location=location)
+        self.mlflow.set_experiment(self.experiment)
 
     def __enter__(self) -> "Tracker":
         nested = self.mlflow.active_run() is not None

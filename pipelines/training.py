@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -48,25 +49,40 @@ def spec_fingerprint(spec) -> str:
 
 
 class ResumeState:
-    """`models/<usecase>/checkpoints/backup/`: Keras' per-epoch backup plus which spec and
-    MLflow run it belongs to. A backup made under another spec is discarded, not resumed."""
+    """A run's own backup folder, `models/<usecase>/checkpoints/backup-<spec fingerprint>[-k]/`:
+    Keras' per-epoch backup plus the MLflow run it belongs to.
+
+    Keyed by the spec, so running the same command again finds it; held under an exclusive
+    lock (`<folder>.lock`, released when the process ends, even by SIGKILL), so two runs at
+    once never share one: the second identical command takes `-1`, `-2`, ...
+    """
 
     def __init__(self, spec):
-        self.folder = paths.checkpoints_dir(spec.name) / "backup"
-        self.state_file = self.folder / "state.json"
         self.fingerprint = spec_fingerprint(spec)
+        self.folder, self._lock = self._claim(paths.checkpoints_dir(spec.name))
+        self.state_file = self.folder / "state.json"
+
+    def _claim(self, root: Path):
+        import fcntl
+
+        root.mkdir(parents=True, exist_ok=True)
+        for index in range(1000):
+            folder = root / (f"backup-{self.fingerprint}" + (f"-{index}" if index else ""))
+            lock = open(folder.with_name(folder.name + ".lock"), "a")  # noqa: SIM115 - held for the run
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process is running this very command
+                lock.close()
+                continue
+            return folder, lock
+        raise PipelineError(f"more than 1000 runs of the same spec at once in {root}")
 
     def pending_run_id(self) -> str | None:
         if not self.state_file.is_file():
             if self.folder.exists():
                 shutil.rmtree(self.folder)
             return None
-        state = json.loads(self.state_file.read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            print("note: discarding an interrupted run's backup made with different settings", file=sys.stderr)
-            shutil.rmtree(self.folder)
-            return None
-        return state.get("run_id")
+        return json.loads(self.state_file.read_text()).get("run_id")
 
     def remember(self, run_id: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -170,7 +186,10 @@ class _Phase:
         callbacks = list(self.callbacks)
         if backup is not None:
             callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
+            callbacks.append(seed_state_backup(backup))
         validation = _validation_data(self.dataset, self.batch_size) if len(self.dataset.val) else None
+        # Resuming at epoch k: the input stream starts k epochs in, as if never interrupted.
+        skip = max(0, _completed_epochs(backup) - initial_epoch) if backup is not None else 0
         if spec.train.early_stopping_patience and validation is None and spec.primary_metric.startswith("val_"):
             raise UsageError(f"early stopping watches {spec.primary_metric}, so it needs validation data: set val_fraction above 0")
         if spec.train.early_stopping_patience:
@@ -181,7 +200,7 @@ class _Phase:
                 )
             )
         history = self.models.training.fit(
-            **fit_arguments(self.dataset.train, self.batch_size, seed, training=True),
+            **fit_arguments(self.dataset.train, self.batch_size, seed, training=True, skip_epochs=skip),
             validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=epochs,
@@ -190,6 +209,43 @@ class _Phase:
             verbose=1 if sys.stdout.isatty() else 2,
         )
         return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def seed_state_backup(folder: Path):
+    """A callback keeping the random layers' seed states (dropout, augmentation) beside Keras'
+    backup, which saves weights and optimizer but not these: without them a resumed run draws
+    other dropout masks than an uninterrupted one, and ends with other metrics."""
+    keras = import_keras()
+    path = folder / "seed_states.npz"
+
+    class SeedStateBackup(keras.callbacks.Callback):
+        def _states(self):
+            return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+
+        def on_train_begin(self, logs=None):
+            # Only states saved at the epoch the weights were restored from (a kill between the
+            # two writes leaves them one epoch apart: then the fresh states are the lesser evil).
+            if not path.is_file():
+                return
+            with np.load(path) as saved:
+                if int(saved["epoch"]) != _completed_epochs(folder):
+                    return
+                for index, variable in enumerate(self._states()):
+                    variable.assign(saved[f"state_{index}"])
+
+        def on_epoch_end(self, epoch, logs=None):
+            states = {f"state_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._states())}
+            staging = folder / f".seed_states-{os.getpid()}.npz"
+            np.savez(staging, epoch=epoch + 1, **states)
+            staging.replace(path)
+
+    return SeedStateBackup()
+
+
+def _completed_epochs(backup: Path) -> int:
+    """Epochs (counted from the run's start) that Keras' backup in `backup` holds; 0 if none."""
+    metadata = backup / "training_metadata.json"
+    return int(json.loads(metadata.read_text()).get("epoch", 0)) if metadata.is_file() else 0
 
 
 def unfreeze_top(backbone, count: int) -> int:
@@ -253,8 +309,10 @@ def save_checkpoint(models: Models, spec, info: dict) -> Path:
     folder = paths.checkpoints_dir(spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "latest.keras"
-    staging = folder / "latest.keras.part.keras"
+    staging = folder / f".latest-{os.getpid()}.keras"  # two runs at once never write one file
     models.serving.save(str(staging))
-    staging.replace(path)
-    (folder / "latest.json").write_text(json.dumps(info, indent=2, default=str))
+    staging.replace(path)  # atomic: `latest` is whichever run finished last, never a mix
+    info_staging = folder / f".latest-{os.getpid()}.json"
+    info_staging.write_text(json.dumps(info, indent=2, default=str))
+    info_staging.replace(folder / "latest.json")
     return path

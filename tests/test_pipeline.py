@@ -144,10 +144,9 @@ def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
 
     args = [sys.executable, "-m", "pipelines", "train", "digits", "--data", "sample", "--no-export",
             "--set", "train_limit=2000", "--set", "epochs=3"]
-    metadata = paths.checkpoints_dir("digits") / "backup" / "training_metadata.json"
     process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.monotonic() + 300
-    while not metadata.is_file() and process.poll() is None and time.monotonic() < deadline:
+    while not backups("digits", "training_metadata.json") and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -165,4 +164,94 @@ def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
     run = client.get_run(killed.info.run_id)
     assert run.info.status == "FINISHED"
     assert {m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")} == {0, 1, 2}
-    assert not (paths.checkpoints_dir("digits") / "backup").exists()
+    assert not backups("digits")
+
+
+def backups(usecase: str, inside: str = "") -> list:
+    """The per-run backup folders of `usecase` (or the files named `inside` them)."""
+    from pipelines import paths
+
+    folder = paths.checkpoints_dir(usecase)
+    found = [p for p in folder.glob("backup-*") if p.is_dir()] if folder.is_dir() else []
+    return [p / inside for p in found if (p / inside).exists()] if inside else found
+
+
+def train_command(*overrides: str) -> list[str]:
+    import sys
+
+    args = [sys.executable, "-m", "pipelines", "train", "digits", "--data", "sample"]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def test_sigkill_then_the_same_command_ends_as_if_never_killed(isolated):
+    """kill -9 after the first completed epoch: the same command resumes from the backup, in the
+    same MLflow run, and ends with exactly the metrics of an uninterrupted run (same seed)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import mlflow
+
+    from conftest import REPO
+
+    command = train_command("train_limit=1000", "epochs=3")
+    uninterrupted = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    killed = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not backups("digits", "training_metadata.json") and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming interrupted MLflow run" in resumed.stdout
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    first, second = (run.data.metrics for run in runs)
+    for name in ("test_accuracy", "test_log_loss", "test_macro_auc_ovr"):
+        assert second[name] == pytest.approx(first[name], abs=1e-6), name
+    assert {m.step for m in client.get_metric_history(runs[1].info.run_id, "val_loss")} == {0, 1, 2}
+    assert not backups("digits")
+
+
+def test_two_runs_at_once_keep_their_own_backups(isolated):
+    """Two identical commands started together: two MLflow runs, two exported versions, both
+    FINISHED; and an export staging folder left by a killed process is cleaned up."""
+    import os
+    import subprocess
+
+    import mlflow
+
+    from conftest import REPO
+    from pipelines import paths
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = paths.usecase_models_dir("digits") / f".export-{dead.pid}-1"
+    abandoned.mkdir(parents=True)
+    (abandoned / "saved_model.pb").write_bytes(b"half written")
+
+    command = train_command("train_limit=600", "epochs=2")
+    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [process.communicate(timeout=400)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-2000:]
+        assert "resuming" not in output  # neither took the other's backup for an interrupted run
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    for run in runs:
+        assert {m.step for m in client.get_metric_history(run.info.run_id, "val_loss")} == {0, 1}
+    versions = sorted(p.name for p in paths.usecase_models_dir("digits").iterdir() if p.name.isdigit())
+    assert versions == ["1", "2"]
+    assert not abandoned.exists() and not backups("digits")

@@ -1,5 +1,7 @@
 """The transfer builder with the real ImageNet MobileNet weights committed in models/pretrained/."""
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -65,9 +67,10 @@ def test_fine_tuning_phase_continues_the_epochs(isolated):
         get_spec("cucumber"),
         {"data.source": "sample", "epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "data.train_limit": 120},
     )
-    result = training.train(spec, load_dataset(spec), resume=training.ResumeState(spec))
+    resume = training.ResumeState(spec)
+    result = training.train(spec, load_dataset(spec), resume=resume)
     assert result.epochs_run == 2 and len(result.history["val_accuracy"]) == 2
-    assert (training.ResumeState(spec).folder / "fine_tune" / "training_metadata.json").is_file()
+    assert (resume.folder / "fine_tune" / "training_metadata.json").is_file()
     assert any(layer.trainable for layer in result.models.network.get_layer("backbone").layers)
 
 
@@ -75,6 +78,9 @@ def test_fine_tuning_needs_a_backbone(isolated):
     from pipelines import training
     from pipelines.loaders import load_dataset
 
-    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "fine_tune_epochs": 1, "data.train_limit": 200})
-    with pytest.raises(PipelineError, match="needs a pretrained backbone"):
-        training.train(spec, load_dataset(spec))
+    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "data.train_limit": 200})
+    with pytest.raises(PipelineError, match="needs a pretrained backbone"):  # refused as the spec resolves
+        apply_overrides(spec, {"fine_tune_epochs": 1})
+    unchecked = dataclasses.replace(spec, train=dataclasses.replace(spec.train, fine_tune_epochs=1))
+    with pytest.raises(PipelineError, match="needs a pretrained backbone"):  # and, defensively, by training
+        training.train(unchecked, load_dataset(unchecked))
