@@ -15,11 +15,13 @@ VERBS_HELP = """verbs:
   evaluate   evaluate an exported SavedModel on a use case's test split
   export     export the latest trained checkpoint as a new SavedModel version
   predict    classify image files (or CSV rows, for heart) with an exported SavedModel
+  serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
 
 examples:
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits --model models/digits/1 my_digit.png
+  python -m pipelines serve digits --model models:/digits/1 --port 5001
 """
 
 
@@ -64,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
     predict.add_argument("--model", metavar="DIR", help="models/<usecase>/<version> (default: the latest version)")
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+
+    serve = verbs.add_parser("serve", help="serve a model over REST (MLflow scoring server)")
+    serve.add_argument("usecase", help="a use case name (see `list`)")
+    serve.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version>, runs:/<run>/model "
+                       "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
+    serve.add_argument("--port", type=int, default=5001, help="default 5001")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
+    serve.add_argument("--workers", type=int, default=2, help="server processes (default 2, one per core here)")
     return parser
 
 
@@ -113,6 +123,11 @@ def cmd_list() -> int:
 def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
+    if args.verb == "serve":
+        from pipelines.serve import serve
+
+        serve(args.usecase, args.model, port=args.port, host=args.host, workers=args.workers)
+        return 0  # not reached: serve() replaces this process with the server
     if args.verb == "predict":
         from pathlib import Path
 
