@@ -70,3 +70,20 @@ mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 clean: ## remove run outputs (models/<usecase>/, mlflow.db, mlartifacts/); keeps .venv, downloads, pretrained weights
 	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
 	rm -rf mlflow.db mlartifacts mlruns
+
+# Serving: one model behind MLflow's scoring server (python -m pipelines serve), and its load check.
+PORT ?= 5001
+HOST ?= 127.0.0.1
+MODEL ?=
+WORKERS ?=
+SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS))
+.PHONY: bench-serve $(addprefix serve-,$(USECASES))
+
+# `make help` reads `name: ... ## text` lines; this one is a pattern-specific variable (no rule) that
+# carries the help text of the static pattern rule below, whose first word is not a plain name.
+serve-%: SERVE_HELP = serve-% ## serve a model over REST, e.g. make serve-digits [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [HOST=0.0.0.0, warned]
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP)
+	$(PIPELINES) serve $* $(SERVE_ARGS)
+
+bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process
+	$(BIN)/python benchmarks/bench_serve.py $(if $(WORKERS),--workers $(WORKERS))

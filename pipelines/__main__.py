@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
-    serve.add_argument("--workers", type=int, default=2, help="server processes (default 2, one per core here)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default 1)")
     return parser
 
 

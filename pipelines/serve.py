@@ -19,7 +19,7 @@ from pipelines.errors import PipelineError, UsageError
 DEFAULT_ALIAS = "champion"
 DEFAULT_PORT = 5001
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_WORKERS = 2  # one per core here: see README "Serving" for the measurements
+DEFAULT_WORKERS = 1  # MLflow's default; a second one did not pay on 2 shared cores (README "Serving")
 
 
 def default_reference(usecase: str) -> str:
@@ -137,6 +137,9 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
 
     bin_dir = Path(sys.executable).parent  # mlflow execs `uvicorn` from PATH
     environment = {
+        # uvicorn reads UVICORN_* settings from the environment: a log line per request costs
+        # time under load and floods the terminal; UVICORN_ACCESS_LOG=true brings it back.
+        "UVICORN_ACCESS_LOG": "false",
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri(),

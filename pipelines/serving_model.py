@@ -8,7 +8,8 @@ package. Its artifacts are the `models/<usecase>/<version>/` SavedModel, with th
 
 Why a wrapper rather than the Keras flavour:
 
-- answers carry class names: `{"predictions": [{"0": 0.01, ..., "9": 0.9, "label": "9"}]}`;
+- answers carry class names: `{"predictions": [{"0": 0.01, ..., "9": 0.9, "label": "9"}]}`
+  (`predict` returns those records; `pandas.DataFrame(records)` makes them a table);
 - the request is validated here, on the values the client sent: MLflow's schema enforcement
   casts `0.5` to the uint8 `0` and answers 200, so the model is logged *without* a signature
   (the scoring server then hands over the parsed JSON as it is: int64, float64, strings) and
@@ -178,10 +179,12 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         if column.ndim != 1:
             raise bad_request(f"column '{name}' must be one value per row, got shape {list(column.shape)}")
         if column.dtype.kind == "O":
-            for value in column:
+            # `instances` rows arrive as one 0-d array per cell when a column mixes null and numbers.
+            cells = [value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value for value in column]
+            for value in cells:
                 if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
                     raise bad_request(f"column '{name}' has a value that is not a number: {value!r}")
-            column = np.array([np.nan if value is None else value for value in column], dtype=np.float64)
+            column = np.array([np.nan if value is None else value for value in cells], dtype=np.float64)
         elif column.dtype.kind not in "iuf":
             raise bad_request(f"column '{name}' has a value that is not a number: {column[0]!r}")
         column = column.astype(np.float32)
@@ -205,19 +208,21 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         outputs = self.function(**tensors)
         return next(iter(outputs.values())).numpy()
 
-    def _answer(self, probabilities: np.ndarray) -> pd.DataFrame:
-        """One column per class name plus the predicted `label`. A binary model's single
-        P(positive) column becomes both classes, labelled at the exported decision threshold."""
+    def _answer(self, probabilities: np.ndarray) -> list[dict]:
+        """One record per example: a probability per class name, and the predicted `label`. A
+        binary model's single P(positive) column becomes both classes, labelled at the exported
+        decision threshold. Plain records, not a DataFrame: the scoring server writes them as
+        they are, where a DataFrame's `to_dict` cost as much as the model itself."""
         if probabilities.shape[1] == 1 and len(self.class_names) == 2:
             positive = probabilities[:, 0].astype(np.float64)
             probabilities = np.stack([1.0 - positive, positive], axis=1)
-            labels = np.where(positive >= self.threshold, self.class_names[1], self.class_names[0])
+            labels = [self.class_names[int(p >= self.threshold)] for p in positive]
         else:
-            labels = np.asarray(self.class_names)[probabilities.argmax(axis=1)]
-        answer = pd.DataFrame(probabilities.astype(np.float64), columns=self.class_names)
+            labels = [self.class_names[i] for i in probabilities.argmax(axis=1)]
+        records = [dict(zip(self.class_names, row)) for row in probabilities.astype(np.float64).tolist()]
         if LABEL_COLUMN not in self.class_names:
-            answer[LABEL_COLUMN] = labels
-        return answer
-
+            for record, label in zip(records, labels):
+                record[LABEL_COLUMN] = label
+        return records
 
 mlflow.models.set_model(SavedModelClassifier())

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,16 @@ class Tracker:
             output=[*map(str, metadata["class_names"]), serving_model.LABEL_COLUMN],
             max_batch_size=serving_model.DEFAULT_CONFIG["max_batch_size"],
         )
-        info = self.mlflow.pyfunc.log_model(
+        with warnings.catch_warnings():
+            # Type hints would make MLflow validate (and accept only `inputs`) before the wrapper sees the request.
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+            info = self._log_serving_model(saved_model_dir, contract, metadata, registered_name)
+        return str(info.registered_model_version) if registered_name and info.registered_model_version else None
+
+    def _log_serving_model(self, saved_model_dir, contract: dict, metadata: dict, registered_name: str | None):
+        from pipelines import serving_model
+
+        return self.mlflow.pyfunc.log_model(
             name="model",
             python_model=serving_model.__file__,
             artifacts={"saved_model": str(saved_model_dir)},
@@ -164,7 +174,6 @@ class Tracker:
             registered_model_name=registered_name,
             pip_requirements=_serving_requirements(),
         )
-        return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 
     def epoch_callback(self):
         """A Keras callback logging every epoch's metrics with the epoch as the MLflow step."""
