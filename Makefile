@@ -118,3 +118,17 @@ compare: $(STAMP) ## table of MLflow runs, best per data set marked; writes repo
 $(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP) ## a grid of child runs: SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2] [SET=...]
 	@test -n '$(SWEEP)' || { echo 'error: give the grid, e.g. make $@ SWEEP="class_weights=0,0.5 model.dropout=0.2,0.4"' >&2; exit 2; }
 	$(PIPELINES) sweep $* --grid '$(SWEEP)' $(TRAIN_ARGS)
+
+# Serving: one model behind MLflow's scoring server (python -m pipelines serve), and its load check.
+PORT ?= 5001
+HOST ?= 127.0.0.1
+MODEL ?=
+WORKERS ?=
+SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS))
+.PHONY: bench-serve $(addprefix serve-,$(USECASES))
+
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [HOST=, warned]
+	$(PIPELINES) serve $* $(SERVE_ARGS)
+
+bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process
+	$(BIN)/python benchmarks/bench_serve.py $(if $(WORKERS),--workers $(WORKERS))

@@ -18,6 +18,7 @@ VERBS_HELP = """verbs:
   promote    make a registered version the champion (what predict, evaluate and serve use)
   compare    a table of MLflow runs across use cases, best per data set marked (CSV, Markdown, PNG)
   sweep      train a grid of settings as child runs of one MLflow run, then compare them
+  serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
 
 examples:
   python -m pipelines train digits --data sample
@@ -26,6 +27,7 @@ examples:
   python -m pipelines predict digits --model models:/digits/3 my_digit.png
   python -m pipelines compare digits skin --last 5
   python -m pipelines sweep skin --data sample --grid "class_weights=0,0.5 model.dropout=0.2,0.4"
+  python -m pipelines serve digits --model models:/digits/1 --port 5001
 """
 
 
@@ -94,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help='space-separated KEY=V1,V2,... e.g. "class_weights=0,0.5 model.dropout=0.2,0.4"; '
                             'a tuple value in brackets: "model.stages=[32,64],[48,96]"')
     sweep.add_argument("--out", metavar="DIR", help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
+
+    serve = verbs.add_parser("serve", help="serve a model over REST (MLflow scoring server)")
+    serve.add_argument("usecase", help="a use case name (see `list`)")
+    serve.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version>, runs:/<run>/model "
+                       "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
+    serve.add_argument("--port", type=int, default=5001, help="default 5001")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default 1)")
     return parser
 
 
@@ -146,6 +156,11 @@ def cmd_list() -> int:
 def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
+    if args.verb == "serve":
+        from pipelines.serve import serve
+
+        serve(args.usecase, args.model, port=args.port, host=args.host, workers=args.workers)
+        return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         from pipelines.registry import promote
         from pipelines.usecases import get_spec

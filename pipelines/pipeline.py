@@ -116,7 +116,8 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
             tracker.log_artifacts(model_dir, "saved_model")
             tracker.set_tags({"exported_to": str(model_dir)})
             registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
-                serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None
+                serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None,
+                saved_model_dir=model_dir,
             ))
             summary["exported_to"] = str(model_dir)
             summary.update(registered_version=registered, **gate(spec, registered, model_dir))

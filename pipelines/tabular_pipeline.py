@@ -362,7 +362,8 @@ def run_train_tabular(spec, run_name: str | None = None, tags: dict | None = Non
             tracker.set_tags({"exported_to": str(model_dir)})
             sample = columns(check.iloc[:4], spec)
             registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
-                final, sample, np.asarray(final.predict_on_batch(sample)), spec.name if spec.export.register else None))
+                final, sample, np.asarray(final.predict_on_batch(sample)), spec.name if spec.export.register else None,
+                saved_model_dir=model_dir))
             summary.update(exported_to=str(model_dir), registered_version=registered, **gate(spec, registered, model_dir))
         tracker.log_metrics({"pipeline_seconds": time.perf_counter() - started})
 

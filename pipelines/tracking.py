@@ -6,12 +6,12 @@ tracking server (or another SQLite file) via `MLFLOW_TRACKING_URI`.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,20 @@ def mlflow_client():
     mlflow = _mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.MlflowClient()
+def _serving_requirements() -> list[str]:
+    """What `serving_model.py` imports, pinned to what trained the model (named, not inferred:
+    inference loads the model in a subprocess, which takes seconds)."""
+    import importlib.metadata
+
+    names = ["mlflow", "numpy", "pandas"]
+    for tensorflow in ("tensorflow-cpu", "tensorflow"):
+        try:
+            importlib.metadata.version(tensorflow)
+            names.append(tensorflow)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return [f"{name}=={importlib.metadata.version(name)}" for name in names]
 
 
 def git_commit() -> str:
@@ -204,34 +218,54 @@ class Tracker:
     def log_text(self, text: str, name: str) -> None:
         self._send("text", lambda: self.mlflow.log_text(text, name), text=text, name=name)
 
-    def log_keras_model(self, model, example_input, example_output, registered_name: str | None) -> str | None:
-        """The Keras model as an MLflow model (loadable by `mlflow models serve`), optionally
-        registered; returns the registered version. `input_example` is avoided on purpose:
-        `mlflow.keras.log_model(..., input_example=...)` raises FileNotFoundError in 3.17."""
-        import mlflow.keras
+    def log_keras_model(self, model, example_input, example_output, registered_name: str | None,
+                        saved_model_dir: Path | None = None) -> str | None:
+        """Log the exported SavedModel as the run's MLflow model `model/` (what `mlflow models
+        serve` and `python -m pipelines serve` load), optionally registered; returns the
+        registered version.
+
+        The MLflow model is `pipelines/serving_model.py` logged as code (MLflow "models from
+        code") with the SavedModel folder as its artifact: it loads without this package, answers
+        with class names and validates requests itself. It has no signature on purpose: MLflow's
+        schema enforcement would cast a float pixel `0.5` to the uint8 `0` before the wrapper
+        could refuse it; the input contract is in the model's metadata instead.
+        `model`, `example_input` and `example_output` only describe the contract (dtype, shape,
+        columns); without `saved_model_dir` (no TensorFlow export) nothing is logged."""
         import numpy as np
-        from mlflow.models import infer_signature
 
-        from pipelines.runtime import import_keras
+        if saved_model_dir is None:
+            return None
+        import mlflow.pyfunc
 
-        keras = import_keras()
-        signature = infer_signature(example_input, example_output)
-        # Named, not inferred: inference is slow and fails on models with custom layers.
-        requirements = [f"keras=={keras.__version__}"]
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
+        from pipelines import serving_model
 
-            requirements.append(f"tensorflow=={tf.__version__}")
-        # One image tensor in: log the exported graph, which loads without this package's custom
-        # layers (test-time views, fused BatchNorm). Tables (a dict of columns) stay `.keras`.
-        exported = keras.backend.backend() == "tensorflow" and isinstance(example_input, np.ndarray)
-        # Keras' export prints every endpoint and captured variable (~40 lines a model): not news.
-        with contextlib.redirect_stdout(io.StringIO()):
-            info = mlflow.keras.log_model(
-                model, name="model", signature=signature, registered_model_name=registered_name,
-                pip_requirements=requirements, save_exported_model=exported,
-            )
+        metadata = json.loads((Path(saved_model_dir) / "metadata.json").read_text())
+        if isinstance(example_input, dict):
+            contract = {"columns": {name: "number or null" for name in example_input}}
+        else:
+            contract = {"images": f"uint8 [batch, {', '.join(str(s) for s in np.shape(example_input)[1:])}]"}
+        contract.update(
+            output=[*map(str, metadata["class_names"]), serving_model.LABEL_COLUMN],
+            max_batch_size=serving_model.DEFAULT_CONFIG["max_batch_size"],
+        )
+        with warnings.catch_warnings():
+            # Type hints would make MLflow validate (and accept only `inputs`) before the wrapper sees the request.
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+            info = self._log_serving_model(saved_model_dir, contract, metadata, registered_name)
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
+
+    def _log_serving_model(self, saved_model_dir, contract: dict, metadata: dict, registered_name: str | None):
+        from pipelines import serving_model
+
+        return self.mlflow.pyfunc.log_model(
+            name="model",
+            python_model=serving_model.__file__,
+            artifacts={"saved_model": str(saved_model_dir)},
+            model_config=dict(serving_model.DEFAULT_CONFIG),
+            metadata={"input_contract": contract, "usecase": metadata.get("usecase"), "version": metadata.get("version")},
+            registered_model_name=registered_name,
+            pip_requirements=_serving_requirements(),
+        )
 
     def epoch_callback(self):
         """A Keras callback logging every epoch's metrics with the epoch as the MLflow step."""

@@ -1,0 +1,252 @@
+"""REST serving end to end, with real processes: train the digits and heart samples once, start
+`python -m pipelines serve` on a free loopback port in its own process group, send the README's
+requests and every kind of bad request over HTTP, and stop the server by its PID.
+
+Also: the serve verb's one-line errors, and that `models/<usecase>/<version>/` stays loadable
+by TensorFlow Serving (layout and `serving_default` signature, read with saved_model_cli)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli, trained_once
+
+DIGITS_FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
+HEART_FAST = {"tabular.cv_repeats": 1, "tabular.cv_folds": 2, "tabular.external_validation": False, "train.epochs": 5}
+README = (REPO / "README.md").read_text()
+
+
+# Helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(usecase: str, model: str, env: dict, log: Path, startup_seconds: float = 120):
+    """`python -m pipelines serve` in its own process group; yields `post(body)`; always stopped."""
+    port = free_port()
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipelines", "serve", usecase, "--model", model, "--port", str(port), "--workers", "1"],
+            cwd=REPO, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            assert process.poll() is None, f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no /ping answer in {startup_seconds} s:\n{log.read_text()[-3000:]}"
+            with contextlib.suppress(OSError):
+                if request(port, "GET", "/ping")[0] == 200:
+                    break
+            time.sleep(0.5)
+        yield lambda body, content_type="application/json": request(port, "POST", "/invocations", body, content_type)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def request(port: int, method: str, path: str, body=None, content_type: str = "application/json") -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        connection.request(method, path, body=body, headers={"Content-Type": content_type} if body is not None else {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def readme_curl_bodies(usecase_marker: str) -> list[str]:
+    """The JSON bodies of the README's `curl ... /invocations` lines mentioning `usecase_marker`."""
+    bodies = []
+    for line in re.findall(r"^curl .*invocations.*$", README, flags=re.MULTILINE):
+        if usecase_marker not in line:
+            continue
+        match = re.search(r"-d @(\S+)", line) or re.search(r"-d '(.*)'", line)
+        assert match, line
+        text = match.group(1)
+        bodies.append((REPO / text).read_text() if line[match.start():].startswith("-d @") else text)
+    return bodies
+
+
+def assert_probabilities(predictions: list[dict], class_names: list[str], rows: int) -> None:
+    assert len(predictions) == rows
+    for record in predictions:
+        assert set(record) == {*class_names, "label"}
+        probabilities = [record[name] for name in class_names]
+        assert abs(sum(probabilities) - 1.0) < 1e-4 and all(0.0 <= p <= 1.0 for p in probabilities)
+        assert record["label"] in class_names
+
+
+def assert_client_error(status: int, text: str, what: str) -> str:
+    """4xx (never 5xx) and a message; returns the message."""
+    assert 400 <= status < 500, f"{what}: HTTP {status} {text[:300]}"
+    try:
+        return json.loads(text)["message"]
+    except (ValueError, KeyError):
+        return text  # MLflow answers a wrong content type (415) in plain text
+
+
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    with trained_once(tmp_path_factory, "digits", DIGITS_FAST) as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def heart(tmp_path_factory):
+    with trained_once(tmp_path_factory, "heart", HEART_FAST) as run:
+        yield run
+
+
+# Tests
+
+
+def test_serve_verb_errors_are_one_line(digits):
+    unknown = run_cli("serve", "nonsense", env=digits["env"])
+    assert unknown.returncode == 2 and unknown.stderr.strip().count("\n") == 0 and "unknown use case" in unknown.stderr
+    no_alias = run_cli("serve", "digits", env=digits["env"])  # the default, models:/digits@champion
+    assert no_alias.returncode == 1 and "Traceback" not in no_alias.stderr
+    assert "alias 'champion'" in no_alias.stderr and "models:/digits/1" in no_alias.stderr
+    no_version = run_cli("serve", "digits", "--model", "models:/digits/99", env=digits["env"])
+    assert no_version.returncode == 1 and "version 99" in no_version.stderr and no_version.stderr.count("\n") == 1
+
+
+def test_model_folder_resolves_to_its_runs_logged_model(digits):
+    from pipelines.serve import is_loopback, resolve_model_uri
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in digits["env"].items():
+            patch.setenv(name, value)
+        uri = resolve_model_uri("digits", digits["summary"]["exported_to"])
+    assert uri == f"runs:/{digits['summary']['run_id']}/model"
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+
+
+def test_digits_server_answers_class_names_and_refuses_bad_requests(digits, tmp_path):
+    from pipelines.loaders import load_dataset
+
+    class_names = [str(name) for name in digits["spec"].class_names]
+    images = load_dataset(digits["spec"]).test.x[:3].tolist()
+    good = {"inputs": images[:1]}
+    with running_server("digits", "models:/digits/1", digits["env"], tmp_path / "server.log") as post:
+        # Good requests: both request forms, batch 1 and a few; the README's own body too.
+        for body, rows in [({"inputs": images[:1]}, 1), ({"instances": images[:1]}, 1),
+                           ({"inputs": images}, 3), ({"instances": images}, 3)]:
+            status, text = post(body)
+            assert status == 200, text[:300]
+            assert_probabilities(json.loads(text)["predictions"], class_names, rows)
+        readme_bodies = readme_curl_bodies("digit")
+        assert readme_bodies, "the README shows no digits curl request"
+        for body in readme_bodies:
+            status, text = post(body)
+            assert status == 200, text[:300]
+            assert_probabilities(json.loads(text)["predictions"], class_names, 1)
+
+        one_image = images[0]
+        bad = {
+            # Our wrapper's checks: one-line reasons.
+            "floats, scaled to [0, 1]": ({"inputs": [[[v / 255 for v in row] for row in one_image]]}, "floats"),
+            "integral floats": ({"inputs": [[[float(v) for v in row] for row in one_image]]}, "floats"),
+            "a value above 255": ({"inputs": [[[256] * 28] + one_image[1:]]}, "outside uint8"),
+            "a negative value": ({"inputs": [[[-1] * 28] + one_image[1:]]}, "outside uint8"),
+            "strings": ({"inputs": [[["a"] * 28] * 28]}, "strings"),
+            "booleans": ({"inputs": [[[True] * 28] * 28]}, "true/false"),
+            "null": ({"inputs": None}, "nulls"),
+            "no batch dimension": ({"inputs": one_image}, "wrong rank"),
+            "rank 4": ({"inputs": [[one_image]]}, "wrong rank"),
+            "wrong shape": ({"inputs": [one_image[:27]]}, "wrong shape"),
+            "empty batch": ({"inputs": []}, "empty batch"),
+            "oversized batch": ({"inputs": [[[0] * 28] * 28] * 1025}, "exceeds the limit of 1024"),
+            "a table instead of images": ({"dataframe_split": {"columns": ["a"], "data": [[1]]}}, "not as a table"),
+            # MLflow's own parsing answers these with 4xx already.
+            "invalid JSON": ('{"inputs": [[1, 2', None),
+            "a JSON list": ("[1, 2]", None),
+            "unknown key": ({"images": images[:1]}, None),
+            "both keys": ({"inputs": images[:1], "instances": images[:1]}, None),
+            "ragged lists": ({"inputs": [[[0] * 28] * 27 + [[0] * 5]]}, None),
+        }
+        for what, (body, reason) in bad.items():
+            message = assert_client_error(*post(body), what)
+            if reason:
+                assert reason in message and "\n" not in message, f"{what}: {message!r}"
+        assert_client_error(*post(json.dumps(good), content_type="text/plain"), "wrong content type")
+
+        status, text = post(good)  # the server survived all of that
+        assert status == 200, text[:300]
+
+
+def test_heart_server_takes_named_raw_columns(heart, tmp_path):
+    metadata = json.loads((Path(heart["summary"]["exported_to"]) / "metadata.json").read_text())
+    class_names, columns = metadata["class_names"], metadata["columns"]
+    readme_bodies = readme_curl_bodies('"age"')
+    assert readme_bodies, "the README shows no heart curl request"
+    row = {"age": 63, "sex": 1, "cp": 1, "trestbps": 145, "chol": 233, "fbs": 1, "restecg": 2, "thalach": 150,
+           "exang": 0, "oldpeak": 2.3, "slope": 3, "ca": 0, "thal": None}
+    assert sorted(row) == sorted(columns)
+    with running_server("heart", "models:/heart/1", heart["env"], tmp_path / "server.log") as post:
+        for body, rows in [*((json.loads(b), len(json.loads(b)["inputs"]["age"])) for b in readme_bodies),
+                           ({"instances": [row, row]}, 2), ({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}, 1)]:
+            status, text = post(body)
+            assert status == 200, text[:300]
+            assert_probabilities(json.loads(text)["predictions"], class_names, rows)
+
+        without_thal = {k: v for k, v in row.items() if k != "thal"}
+        bad = {
+            "a missing column": ({"instances": [without_thal]}, "missing column(s): thal"),
+            "an unknown column": ({"instances": [{**row, "weight": 80}]}, "unknown column(s): weight"),
+            "a string value": ({"instances": [{**row, "age": "old"}]}, "not a number"),
+            "unnamed values": ({"inputs": [list(row.values())]}, "named columns"),
+            "an empty batch": ({"inputs": {name: [] for name in columns}}, "empty batch"),
+            "columns of different lengths": ({"inputs": {**{name: [1, 2] for name in columns}, "age": [1]}}, "different lengths"),
+        }
+        for what, (body, reason) in bad.items():
+            message = assert_client_error(*post(body), what)
+            assert reason in message and "\n" not in message, f"{what}: {message!r}"
+        status, text = post({"instances": [row]})
+        assert status == 200, text[:300]
+
+
+def test_export_stays_loadable_by_tensorflow_serving(digits):
+    """TF Serving wants <base>/<integer version>/saved_model.pb + variables/ and a
+    `serving_default` signature; saved_model_cli reads it as TF Serving would."""
+    model_dir = Path(digits["summary"]["exported_to"])
+    assert model_dir.name.isdigit()
+    assert (model_dir / "saved_model.pb").is_file() and (model_dir / "variables").is_dir()
+    assert not [p for p in model_dir.parent.iterdir() if p.is_dir() and not p.name.isdigit() and p.name != "checkpoints"]
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run(
+        [*command, "show", "--dir", str(model_dir), "--tag_set", "serve", "--signature_def", "serving_default"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "DT_UINT8" in shown.stdout and "(-1, 28, 28)" in shown.stdout, shown.stdout
+    assert "outputs[" in shown.stdout and "DT_FLOAT" in shown.stdout, shown.stdout
