@@ -6,6 +6,7 @@ tracking server (or another SQLite file) via `MLFLOW_TRACKING_URI`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -235,8 +236,6 @@ class Tracker:
 
         if saved_model_dir is None:
             return None
-        import mlflow.pyfunc
-
         from pipelines import serving_model
 
         metadata = json.loads((Path(saved_model_dir) / "metadata.json").read_text())
@@ -255,6 +254,8 @@ class Tracker:
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 
     def _log_serving_model(self, saved_model_dir, contract: dict, metadata: dict, registered_name: str | None):
+        import mlflow.pyfunc  # noqa: F401 - loads the submodule behind self.mlflow.pyfunc
+
         from pipelines import serving_model
 
         return self.mlflow.pyfunc.log_model(

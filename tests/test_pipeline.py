@@ -140,7 +140,6 @@ def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
     import mlflow
 
     from conftest import REPO
-    from pipelines import paths
 
     args = [sys.executable, "-m", "pipelines", "train", "digits", "--data", "sample", "--no-export",
             "--set", "train_limit=2000", "--set", "epochs=3"]

@@ -28,7 +28,9 @@ def shell_commands(program: tuple[str, ...]) -> list[list[str]]:
     prefixes), as argument lists with comments removed."""
     found = []
     for body in code_blocks(lambda language: language in SHELL_LANGUAGES):
-        for line in body.splitlines():
+        for line in body.replace("\\\n", " ").splitlines():
+            if not re.match(r"\s*(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:make|python)\s", line):
+                continue  # e.g. a curl with a multi-line JSON body
             words = shlex.split(line, comments=True)
             while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
                 words = words[1:]

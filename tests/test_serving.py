@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import REPO, run_cli, trained_once
@@ -39,12 +38,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(usecase: str, model: str, env: dict, log: Path, startup_seconds: float = 120):
-    """`python -m pipelines serve` in its own process group; yields `post(body)`; always stopped."""
+def running_server(usecase: str, model: str | None, env: dict, log: Path, startup_seconds: float = 120):
+    """`python -m pipelines serve` (the champion when `model` is None) in its own process group;
+    yields `post(body)`; always stopped."""
     port = free_port()
     with open(log, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "serve", usecase, "--model", model, "--port", str(port), "--workers", "1"],
+            [sys.executable, "-m", "pipelines", "serve", usecase, *(["--model", model] if model else []),
+             "--port", str(port), "--workers", "1"],
             cwd=REPO, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -131,9 +132,9 @@ def heart(tmp_path_factory):
 def test_serve_verb_errors_are_one_line(digits):
     unknown = run_cli("serve", "nonsense", env=digits["env"])
     assert unknown.returncode == 2 and unknown.stderr.strip().count("\n") == 0 and "unknown use case" in unknown.stderr
-    no_alias = run_cli("serve", "digits", env=digits["env"])  # the default, models:/digits@champion
+    no_alias = run_cli("serve", "digits", "--model", "models:/digits@nope", env=digits["env"])
     assert no_alias.returncode == 1 and "Traceback" not in no_alias.stderr
-    assert "alias 'champion'" in no_alias.stderr and "models:/digits/1" in no_alias.stderr
+    assert "alias 'nope'" in no_alias.stderr and "models:/digits/1" in no_alias.stderr
     no_version = run_cli("serve", "digits", "--model", "models:/digits/99", env=digits["env"])
     assert no_version.returncode == 1 and "version 99" in no_version.stderr and no_version.stderr.count("\n") == 1
 
@@ -156,7 +157,7 @@ def test_digits_server_answers_class_names_and_refuses_bad_requests(digits, tmp_
     class_names = [str(name) for name in digits["spec"].class_names]
     images = load_dataset(digits["spec"]).test.x[:3].tolist()
     good = {"inputs": images[:1]}
-    with running_server("digits", "models:/digits/1", digits["env"], tmp_path / "server.log") as post:
+    with running_server("digits", None, digits["env"], tmp_path / "server.log") as post:  # the champion
         # Good requests: both request forms, batch 1 and a few; the README's own body too.
         for body, rows in [({"inputs": images[:1]}, 1), ({"instances": images[:1]}, 1),
                            ({"inputs": images}, 3), ({"instances": images}, 3)]:
