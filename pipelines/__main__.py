@@ -175,7 +175,8 @@ def run(args) -> int:
 
         spec = get_spec(args.usecase)  # validates the name
         model_dir = resolve_model_dir(args.usecase, args.model)
-        print(f"[{args.usecase}] model: {model_dir}", file=sys.stderr)
+        if not args.model:
+            print(f"[{args.usecase}] model: {model_dir} (the champion)", file=sys.stderr)
         if spec.task == "tabular_classification":
             from pipelines.export import read_metadata
             from pipelines.predict_table import predict_csv, print_table_predictions

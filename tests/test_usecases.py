@@ -72,23 +72,30 @@ def test_skin_export_serves_uint8_rgb_and_carries_the_card(skin_run):
 
 
 def test_registered_mlflow_model_loads_without_this_package(skin_run):
-    """The MLflow model is the exported graph: a fresh process that never imports `pipelines`
-    (so none of its custom layers are registered) loads it and gets the SavedModel's answer."""
+    """The MLflow model wraps the exported graph: a fresh process that never imports `pipelines`
+    (so none of its custom layers are registered) loads it and gets the SavedModel's answer,
+    as one record per image with a probability per class name."""
+    import json
+
     import tensorflow as tf
 
     images = load_dataset(skin_run["spec"]).test.x[:3]
     np.save(skin_run["root"] / "images.npy", images)
     script = (
-        "import sys, numpy as np, mlflow.pyfunc\n"
+        "import sys, json, numpy as np, mlflow.pyfunc\n"
         "assert 'pipelines' not in sys.modules\n"
         "model = mlflow.pyfunc.load_model('models:/skin/1')\n"
-        "np.save(sys.argv[1], np.asarray(model.predict(np.load(sys.argv[2]))))\n"
+        "json.dump(model.predict(np.load(sys.argv[2])), open(sys.argv[1], 'w'))\n"
     )
-    out = skin_run["root"] / "mlflow_probabilities.npy"
+    out = skin_run["root"] / "mlflow_probabilities.json"
     result = subprocess.run(
         [sys.executable, "-c", script, str(out), str(skin_run["root"] / "images.npy")],
         cwd=skin_run["root"], env={**os.environ, **skin_run["env"]}, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = tf.saved_model.load(skin_run["summary"]["exported_to"])
-    np.testing.assert_allclose(np.load(out), loaded.serve(tf.constant(images)).numpy(), atol=1e-5)
+    records = json.loads(out.read_text())
+    classes = skin_run["spec"].class_names
+    probabilities = np.array([[record[name] for name in classes] for record in records])
+    np.testing.assert_allclose(probabilities, loaded.serve(tf.constant(images)).numpy(), atol=1e-5)
+    assert [record["label"] for record in records] == [classes[i] for i in probabilities.argmax(axis=1)]
