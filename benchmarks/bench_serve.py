@@ -28,6 +28,8 @@ import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from pipelines.serve import DEFAULT_WORKERS  # noqa: E402 - the serve verb's default, for the report
 RESULTS = REPO / "bench-results"
 STORE = RESULTS / "serve"
 PHASE_SECONDS = 120  # a phase stops early rather than run past this
@@ -195,7 +197,7 @@ def stop(process: subprocess.Popen) -> None:
 def to_markdown(rows: list[dict], settings: dict) -> str:
     lines = [
         f"Serving load check: {settings['requests']} requests per row from {settings['clients']} concurrent "
-        f"clients, model {settings['model']}, {settings['workers'] or 1} server worker(s), {os.cpu_count()} CPU cores.",
+        f"clients, model {settings['model']}, {settings['workers'] or DEFAULT_WORKERS} server worker(s), {os.cpu_count()} CPU cores.",
         "",
         "| batch | path | p50 ms | p99 ms | requests/s | failures |",
         "|---|---|---|---|---|---|",

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
-    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default 1)")
+    serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
     return parser
 
 
@@ -159,7 +159,7 @@ def run(args) -> int:
     if args.verb == "serve":
         from pipelines.serve import serve
 
-        serve(args.usecase, args.model, port=args.port, host=args.host, workers=args.workers)
+        serve(args.usecase, args.model, port=args.port, host=args.host, **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         from pipelines.registry import promote
