@@ -114,7 +114,11 @@ class Spec:
 
 
 def flatten(spec: Spec) -> dict[str, Any]:
-    """All settable keys with their current values: `train.epochs`, `model.builder`, `model.<param>`."""
+    """All settable keys with their current values: `train.epochs`, `model.builder`, `model.<param>`;
+    without the keys the spec's task never reads (heart has no `train.precision`)."""
+    from pipelines.tasks import get_task
+
+    unused = get_task(spec.task).unused_keys
     flat: dict[str, Any] = {}
 
     def walk(obj: Any, prefix: str) -> None:
@@ -134,7 +138,7 @@ def flatten(spec: Spec) -> dict[str, Any]:
                 flat[key] = value
 
     walk(spec, "")
-    return flat
+    return {key: value for key, value in flat.items() if key not in unused}
 
 
 def resolve_key(spec: Spec, key: str) -> str:

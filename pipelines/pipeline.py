@@ -1,12 +1,16 @@
-"""The verbs over one spec: train (fit, evaluate, track, export), export, evaluate.
+"""The verbs over one spec: train (the run envelope around a task's protocol), export, evaluate.
 
-Each verb prints where its outputs went. Data is loaded before TensorFlow is imported, so a
-missing or corrupt file is reported in a second, not after start-up.
+`run_train` owns what every run does, whatever its task: tracking, provenance, the checkpoint,
+the report, the model card, export, verification, registration and the printed summary. What
+differs between an image and a table (how the model is fitted and validated) is the task's,
+`pipelines.tasks`. Data is loaded before TensorFlow is imported, so a missing or corrupt file
+is reported in a second, not after start-up.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 import tempfile
 import time
@@ -15,118 +19,115 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import config, export, paths
-from pipelines.dataset import Dataset
+from pipelines.console import say
 from pipelines.errors import PipelineError
-from pipelines.evaluation import chance_level, classification_report, headline, to_markdown, write_report
+from pipelines.evaluation import chance_level, classification_report, to_markdown, write_report
 from pipelines.loaders import load_dataset
 from pipelines.runtime import has_tensorflow
 
 
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def describe_dataset(dataset: Dataset) -> str:
+def describe_dataset(dataset) -> str:
     val = len(dataset.val) if dataset.val is not None else 0
     return f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} (sha256 {dataset.sha256[:12]})"
 
 
 def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> dict:
-    """`tags` go on the MLflow run from its start (a sweep marks its children with them)."""
-    if spec.task == "tabular_classification":
-        from pipelines.tabular_pipeline import run_train_tabular
-
-        return run_train_tabular(spec, run_name, tags)
-    from pipelines import model_card, training
+    """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
+    register and gate the model. `tags` go on the run from its start (a sweep marks its
+    children with them)."""
+    from pipelines import training
     from pipelines.plots import plot_history
+    from pipelines.tasks import get_task
     from pipelines.tracking import Tracker, git_commit
 
-    dataset = load_dataset(spec)
-    say(f"[{spec.name}] {describe_dataset(dataset)}")
-    resume = training.ResumeState(spec)
-    pending = resume.pending_run_id()
+    task = get_task(spec.task)
+    spec = task.prepare(spec)
+    loaded = task.load(spec)
+    say(f"[{spec.name}] {loaded.description}")
+    resume = training.ResumeState(spec) if task.resumable else None
+    pending = resume.pending_run_id() if resume else None
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
 
     with Tracker(spec.name, run_name=run_name, resume_run_id=pending, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
-        resume.remember(tracker.run_id)
+        if resume:
+            resume.remember(tracker.run_id)
         out = Path(scratch)
-        tracker.log_params({**config.flatten(spec), "train_examples": len(dataset.train), "val_examples": len(dataset.val), "test_examples": len(dataset.test)})
-        tracker.log_dict(spec.to_dict(), "spec.json")
-        tracker.log_dict(dataset.files, "data_files_sha256.json")
         commit = git_commit()
-        tracker.set_tags({"usecase": spec.name, "data_source": dataset.origin, "data_sha256": dataset.sha256, "git_commit": commit, "verb": "train"})
+        tracker.log_params({**config.flatten(spec), **loaded.sizes})
+        tracker.log_dict(spec.to_dict(), "spec.json")
+        tracker.log_dict(loaded.files, "data_files_sha256.json")
+        tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
+                          "git_commit": commit, "verb": "train", **package_versions()})
 
-        result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
-        tracker.set_tags(result.distribution.as_tags())
-        images_seen = len(dataset.train) * max(result.epochs_run, 1)
-        tracker.log_metrics({"fit_seconds": result.fit_seconds, "train_examples_per_second": images_seen / max(result.fit_seconds, 1e-9)})
-        if result.history.get("loss"):
-            tracker.log_artifact(plot_history(result.history, out / "training_curves.png"), "plots")
+        fitted = task.fit(spec, loaded, tracker, resume)
+        tracker.log_metrics({"fit_seconds": fitted.fit_seconds,
+                             "train_examples_per_second": fitted.examples_seen / max(fitted.fit_seconds, 1e-9)})
+        provenance = {"usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
+                      "mlflow_run_id": tracker.run_id, "git_commit": commit, "data_origin": loaded.origin,
+                      "data_sha256": loaded.sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        # The trained model is on disk before anything else can fail (a diagnostic, the export).
+        checkpoint = training.save_checkpoint(fitted.model, spec, provenance)
+        if fitted.history.get("loss"):
+            tracker.log_artifact(plot_history(fitted.history, out / "training_curves.png"), "plots")
 
-        serving = result.models.serving
-        probabilities = training.predict_probabilities(serving, dataset.test.x)
-        report = classification_report(dataset.test.y, probabilities, spec.class_names)
-        for path in write_report(report, out / "evaluation", f"{spec.title}: test report"):
-            tracker.log_artifact(path, "evaluation")
-        test_metrics = {f"test_{k}": v for k, v in headline(report).items()}
-        tracker.log_metrics(test_metrics)
-        judge_against_chance(spec, tracker, test_metrics, dataset.test.y)
-        if spec.task == "image_classification":
-            _log_explanations(spec, result.models, dataset, probabilities, tracker, out)
+        evaluation = task.evaluate(spec, loaded, fitted, tracker, out)
+        for path, folder in evaluation.files:
+            tracker.log_artifact(path, folder)
+        for name, content in (("report.json", json.dumps(evaluation.report, indent=2, default=float)), ("report.md", evaluation.markdown)):
+            if not any(Path(path).name == name for path, _ in evaluation.files):
+                (out / name).write_text(content)
+                tracker.log_artifact(out / name, "evaluation")
+        tracker.log_metrics(evaluation.metrics)
+        judge_against_chance(spec, tracker, evaluation.metrics, loaded.chance_labels)
+        try:
+            task.diagnose(spec, loaded, fitted, tracker, out)
+        except Exception as exc:  # noqa: BLE001 - a diagnostic never costs the model
+            tracker.set_tags({"diagnostics_failed": f"{type(exc).__name__}: {exc}"[:500]})
+            say(f"warning: [{spec.name}] diagnostics failed ({type(exc).__name__}: {str(exc)[:200]}); the model is kept")
 
-        metadata = {
-            "usecase": spec.name,
-            "title": spec.title,
-            "task": spec.task,
-            "class_names": list(spec.class_names),
-            "input_shape": list(spec.input_shape),
-            "input_dtype": "uint8",
-            "mlflow_run_id": tracker.run_id,
-            "git_commit": commit,
-            "data_origin": dataset.origin,
-            "data_sha256": dataset.sha256,
-            "train_examples": len(dataset.train),
-            "val_examples": len(dataset.val),
-            "test_examples": len(dataset.test),
-            "val_origin": dataset.val_origin,
-            "epochs_run": result.epochs_run,
-            "test_metrics": headline(report),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        checkpoint = training.save_checkpoint(result.models, spec, metadata)
-        summary = {
-            "run_id": tracker.run_id,
-            "test": headline(report),
-            "checkpoint": str(checkpoint),
-            "fit_seconds": result.fit_seconds,
-            "epochs_run": result.epochs_run,
-            "train_examples": len(dataset.train),
-        }
-
+        metadata = {**provenance, **task.metadata(spec, loaded, fitted, evaluation)}
+        card = task.model_card(spec, metadata, evaluation)
+        tracker.log_text(card, "MODEL_CARD.md")
+        summary = {"run_id": tracker.run_id, "checkpoint": str(checkpoint), "fit_seconds": fitted.fit_seconds,
+                   "epochs_run": fitted.epochs_run, "report": evaluation.report, **loaded.sizes, **evaluation.summary}
         if spec.export.enabled and not has_tensorflow():
             say(f"[{spec.name}] export skipped: a SavedModel needs TensorFlow, which is not installed here")
         elif spec.export.enabled:
-            card = model_card.render(spec, metadata, report)
-            tracker.log_text(card, "MODEL_CARD.md")
+            check_inputs, example_inputs = task.export_inputs(spec, loaded)
             model_dir = export.export_savedmodel(
-                serving, spec.name, dataset.test.x[:64], metadata, spec.export.tolerance,
-                extra_files={"MODEL_CARD.md": card, "report.json": json.dumps(report, indent=2)},
+                fitted.model, spec.name, check_inputs, metadata, spec.export.tolerance,
+                extra_files={"MODEL_CARD.md": card, "report.json": json.dumps(evaluation.report, indent=2, default=float)},
             )
             tracker.log_artifacts(model_dir, "saved_model")
             tracker.set_tags({"exported_to": str(model_dir)})
+            example_outputs = training.predict_probabilities(fitted.model, example_inputs)
             registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
-                serving, dataset.test.x[:4], probabilities[:4], spec.name if spec.export.register else None,
+                fitted.model, example_inputs, example_outputs, spec.name if spec.export.register else None,
                 saved_model_dir=model_dir,
             ))
             summary["exported_to"] = str(model_dir)
             summary.update(registered_version=registered, **gate(spec, registered, model_dir))
-        resume.clear()
+        if resume:
+            resume.clear()
 
-    say(f"[{spec.name}] test " + ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
+    say(f"[{spec.name}] " + ", ".join(f"{k} {v:.4f}" for k, v in evaluation.headline.items()))
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
     say_where_exported(spec, summary)
     return summary
+
+
+def package_versions() -> dict:
+    """What ran the training, as run tags: a result is only reproducible with its stack."""
+    import importlib.metadata
+
+    versions = {"python_version": platform.python_version()}
+    for name in ("keras", "tensorflow-cpu", "tensorflow", "jax", "mlflow", "scikit-learn", "numpy", "pandas"):
+        try:
+            versions[f"version_{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def judge_against_chance(spec, tracker, metrics: dict, labels) -> None:
@@ -159,18 +160,6 @@ def say_where_exported(spec, summary: dict) -> None:
         say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {registered})" if registered else ""))
     if "alias" in summary:
         say(f"[{spec.name}] registry alias: {summary['alias']} ({summary['alias_reason']})")
-
-
-def _log_explanations(spec, models, dataset, probabilities, tracker, out: Path) -> None:
-    from pipelines.runtime import import_keras
-
-    if import_keras().backend.backend() != "tensorflow":
-        say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
-        return
-    from pipelines.explain import grad_cam_grid
-
-    path = grad_cam_grid(models, dataset.test.x, dataset.test.y, probabilities, spec.class_names, out / "grad_cam.png")
-    tracker.log_artifact(path, "explanations")
 
 
 def run_export(spec, checkpoint: str | None = None) -> Path:

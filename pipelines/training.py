@@ -304,13 +304,13 @@ def predict_probabilities(model, x, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(batches) if batches else np.zeros((0,))
 
 
-def save_checkpoint(models: Models, spec, info: dict) -> Path:
-    """The trained serving model as `.keras`, for `export` and `evaluate` without retraining."""
+def save_checkpoint(model, spec, info: dict) -> Path:
+    """The trained serving model as `.keras`, for `export` without retraining."""
     folder = paths.checkpoints_dir(spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "latest.keras"
     staging = folder / f".latest-{os.getpid()}.keras"  # two runs at once never write one file
-    models.serving.save(str(staging))
+    model.save(str(staging))
     staging.replace(path)  # atomic: `latest` is whichever run finished last, never a mix
     info_staging = folder / f".latest-{os.getpid()}.json"
     info_staging.write_text(json.dumps(info, indent=2, default=str))

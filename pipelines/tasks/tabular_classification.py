@@ -1,4 +1,4 @@
-"""`train` for tabular use cases (heart): validation fit for a few hundred rows.
+"""Small tables (heart): the validation protocol fit for a few hundred rows.
 
 One MLflow run holds all of it:
 1. repeated stratified k-fold on the training sites, the Keras model and a scikit-learn
@@ -14,16 +14,13 @@ Every statistic a model uses is fitted inside its training fold only.
 from __future__ import annotations
 
 import dataclasses
-import json
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from pipelines import config, export
+from pipelines.console import say
 from pipelines.errors import PipelineError
-from pipelines.pipeline import gate, judge_against_chance, say, say_where_exported
+from pipelines.tasks import Evaluation, Fitted, Loaded, Task
 
 
 def resolve_classes(spec):
@@ -116,10 +113,10 @@ def metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, f
         predicted = (p >= threshold).astype(int)
         positives, negatives = y == 1, y == 0
         result = {
-            "accuracy": float(np.mean(predicted == y)),
-            "sensitivity": float(np.mean(predicted[positives] == 1)) if positives.any() else float("nan"),
-            "specificity": float(np.mean(predicted[negatives] == 0)) if negatives.any() else float("nan"),
-            "brier": float(np.mean((p - y) ** 2)),
+            "accuracy": float(m.accuracy_score(y, predicted)),
+            "sensitivity": float(m.recall_score(y, predicted, pos_label=1)) if positives.any() else float("nan"),
+            "specificity": float(m.recall_score(y, predicted, pos_label=0)) if negatives.any() else float("nan"),
+            "brier": float(m.brier_score_loss(y, p, pos_label=1)) if positives.any() else float(np.mean((p - y) ** 2)),
         }
         result["roc_auc"] = float(m.roc_auc_score(y, p)) if positives.any() and negatives.any() else float("nan")
         return result
@@ -193,37 +190,31 @@ def site_validation(spec, frames, target_of) -> tuple[dict, dict]:
 
 
 def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import roc_auc_score, roc_curve
+    """ROC curves and reliability diagrams of both models, from scikit-learn's displays."""
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import RocCurveDisplay
 
     from pipelines.plots import _pyplot
 
     plt = _pyplot()
-    y = out_of_fold["y"]
+    figures = (
+        ("roc_curve.png", "ROC, pooled out-of-fold predictions",
+         lambda name, axis: RocCurveDisplay.from_predictions(out_of_fold["y"], out_of_fold[name], name=name, ax=axis,
+                                                             plot_chance_level=name == "baseline")),
+        ("calibration.png", "Calibration (reliability), out-of-fold",
+         lambda name, axis: CalibrationDisplay.from_predictions(out_of_fold["y"], out_of_fold[name], n_bins=10,
+                                                                strategy="quantile", name=name, ax=axis)),
+    )
     paths = []
-    figure, axis = plt.subplots(figsize=(4.8, 4.5))
-    for name in ("keras", "baseline"):
-        fpr, tpr, _ = roc_curve(y, out_of_fold[name])
-        axis.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, out_of_fold[name]):.3f})")
-    axis.plot([0, 1], [0, 1], "k:", lw=1)
-    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, pooled out-of-fold predictions")
-    axis.legend(loc="lower right")
-    figure.tight_layout()
-    paths.append(folder / "roc_curve.png")
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
-
-    figure, axis = plt.subplots(figsize=(4.8, 4.5))
-    for name in ("keras", "baseline"):
-        observed, predicted = calibration_curve(y, out_of_fold[name], n_bins=10, strategy="quantile")
-        axis.plot(predicted, observed, marker="o", label=name)
-    axis.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
-    axis.set(xlabel="predicted probability of disease", ylabel="observed frequency", title="Calibration (reliability), out-of-fold")
-    axis.legend(loc="upper left")
-    figure.tight_layout()
-    paths.append(folder / "calibration.png")
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
+    for file_name, title, draw in figures:
+        figure, axis = plt.subplots(figsize=(4.8, 4.5))
+        for name in ("keras", "baseline"):
+            draw(name, axis)
+        axis.set_title(title)
+        figure.tight_layout()
+        paths.append(folder / file_name)
+        figure.savefig(paths[-1], dpi=100)
+        plt.close(figure)
     return paths
 
 
@@ -277,97 +268,107 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 """
 
 
-# --- the verb -----------------------------------------------------------------------------
+# --- the task ------------------------------------------------------------------------------
+
+# What a small-table run never reads: no augmentation, views, precision policy, backbone,
+# early stopping (CV fixes the epochs) or subsampling (CV uses every row).
+_IMAGE_ONLY_KEYS = frozenset({
+    "data.val_fraction", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
+    "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
+    "train.fine_tune_layers", "train.fine_tune_learning_rate",
+})
 
 
-def run_train_tabular(spec, run_name: str | None = None, tags: dict | None = None) -> dict:
-    import pandas as pd
+class TabularClassification(Task):
+    unused_keys = _IMAGE_ONLY_KEYS
 
-    from pipelines.loaders.uci_heart_format import load_sites, targets
-    from pipelines.runtime import import_keras
-    from pipelines.tracking import Tracker, git_commit
+    def prepare(self, spec):
+        return resolve_classes(spec)
 
-    spec = resolve_classes(spec)
-    (frames, files), origin = load_sites(spec)
-    import_keras()
-    import tensorflow as tf
+    def load(self, spec) -> Loaded:
+        import hashlib
 
-    tf.get_logger().setLevel("ERROR")  # dozens of small models: tf.function retracing notes are expected
-    missing_sites = [s for s in spec.tabular.train_sites if s not in frames]
-    if missing_sites:
-        raise PipelineError(f"training site(s) {', '.join(missing_sites)} not in the data; sites found: {', '.join(frames)}")
-    target_of = lambda frame: targets(frame, spec.tabular.target)  # noqa: E731
-    train = pd.concat([frames[s] for s in spec.tabular.train_sites], ignore_index=True)
-    y = target_of(train)
-    dataset_sha = __import__("hashlib").sha256("\n".join(f"{k} {v}" for k, v in sorted(files.items())).encode()).hexdigest()
-    say(f"[{spec.name}] {origin} data: " + ", ".join(f"{s} {len(f)}" for s, f in frames.items()) + f" rows (sha256 {dataset_sha[:12]})")
+        import pandas as pd
 
-    started = time.perf_counter()
-    with Tracker(spec.name, run_name=run_name, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch)
-        commit = git_commit()
-        tracker.log_params({**config.flatten(spec), "train_rows": len(train)})
-        tracker.log_dict(spec.to_dict(), "spec.json")
-        tracker.log_dict(files, "data_files_sha256.json")
-        tracker.set_tags({"usecase": spec.name, "data_source": origin, "data_sha256": dataset_sha, "git_commit": commit, "verb": "train"})
+        from pipelines.loaders.uci_heart_format import load_sites, targets
 
+        (frames, files), origin = load_sites(spec)
+        missing_sites = [s for s in spec.tabular.train_sites if s not in frames]
+        if missing_sites:
+            raise PipelineError(f"training site(s) {', '.join(missing_sites)} not in the data; sites found: {', '.join(frames)}")
+        train = pd.concat([frames[s] for s in spec.tabular.train_sites], ignore_index=True)
+        y = targets(train, spec.tabular.target)
+        sha256 = hashlib.sha256("\n".join(f"{k} {v}" for k, v in sorted(files.items())).encode()).hexdigest()
+        description = f"{origin} data: " + ", ".join(f"{s} {len(f)}" for s, f in frames.items()) + f" rows (sha256 {sha256[:12]})"
+        data = {"frames": frames, "train": train, "y": y, "target_of": lambda frame: targets(frame, spec.tabular.target)}
+        return Loaded(data, origin, sha256, files, {"train_rows": len(train)}, description, y)
+
+    def fit(self, spec, loaded: Loaded, tracker, resume) -> Fitted:
+        """The protocol: repeated CV with the baseline on the same folds, the decision threshold,
+        external and leave-one-site-out validation; then the final model on all training rows."""
+        import time
+
+        from pipelines.runtime import import_keras
+
+        import_keras()
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")  # dozens of small models: tf.function retracing notes are expected
+        started = time.perf_counter()
+        data = loaded.data
+        train, y, frames = data["train"], data["y"], data["frames"]
         say(f"[{spec.name}] repeated stratified CV: {spec.tabular.cv_repeats} x {spec.tabular.cv_folds} folds, keras vs logistic regression")
         cv = repeated_cv(spec, train, y)
         report = {"train_rows": len(train), "cross_validation": cv["summary"], "per_fold": cv["folds"]}
-        for model, summary in cv["summary"].items():
-            tracker.log_metrics({f"cv_{model}_{k}_{stat}": v[stat] for k, v in summary.items() for stat in ("mean", "sd")})
-        judge_against_chance(spec, tracker, {f"cv_keras_{k}_mean": v["mean"] for k, v in cv["summary"]["keras"].items()}, y)
-        threshold = None
         if spec.num_classes == 2:
             oof = cv["out_of_fold"]
             threshold = youden_threshold(oof["y"], oof["keras"])
             at = metrics(oof["y"], oof["keras"], threshold)
             report["threshold"] = {"value": threshold, "sensitivity": at["sensitivity"], "specificity": at["specificity"]}
-            tracker.log_metrics({"threshold": threshold, "threshold_sensitivity": at["sensitivity"], "threshold_specificity": at["specificity"]})
-            for path in plot_roc_and_calibration(oof, out):
-                tracker.log_artifact(path, "plots")
-
         if spec.tabular.external_validation and len(frames) > 1:
             say(f"[{spec.name}] external validation on the other sites, and leave-one-site-out")
-            report["external"], report["leave_one_site_out"] = site_validation(spec, frames, target_of)
-            for key, prefix in (("external", "external"), ("leave_one_site_out", "loso")):
-                for site, row in report[key].items():
-                    for model in ("keras", "baseline"):
-                        tracker.log_metrics({f"{prefix}_{model}_{site}_{k}": v for k, v in row[model].items() if np.isfinite(v)})
-
+            report["external"], report["leave_one_site_out"] = site_validation(spec, frames, data["target_of"])
         say(f"[{spec.name}] final model on all {len(train)} rows of {', '.join(spec.tabular.train_sites)}")
         final = fit_keras(spec, train, y, spec.train.seed)
-        markdown = to_markdown(spec, report)
-        (out / "report.md").write_text(markdown)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-        tracker.log_artifact(out / "report.md", "evaluation")
-        tracker.log_artifact(out / "report.json", "evaluation")
-        metadata = {
-            "usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
+        seconds = time.perf_counter() - started
+        return Fitted(final, epochs_run=spec.train.epochs, fit_seconds=seconds, examples_seen=len(train) * spec.train.epochs,
+                      extra={"cv": cv, "report": report})
+
+    def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
+        report = fitted.extra["report"]
+        cv = fitted.extra["cv"]
+        logged = {f"cv_{model}_{k}_{stat}": v[stat] for model, summary in cv["summary"].items()
+                  for k, v in summary.items() for stat in ("mean", "sd")}
+        files = []
+        if "threshold" in report:
+            t = report["threshold"]
+            logged.update(threshold=t["value"], threshold_sensitivity=t["sensitivity"], threshold_specificity=t["specificity"])
+            files = [(path, "plots") for path in plot_roc_and_calibration(cv["out_of_fold"], out)]
+        for key, prefix in (("external", "external"), ("leave_one_site_out", "loso")):
+            for site, row in report.get(key, {}).items():
+                for model in ("keras", "baseline"):
+                    logged.update({f"{prefix}_{model}_{site}_{k}": v for k, v in row[model].items() if np.isfinite(v)})
+        headline = {f"cv {k}": v["mean"] for k, v in cv["summary"]["keras"].items()}
+        summary = {"cv": cv["summary"], "threshold": report.get("threshold", {}).get("value")}
+        say(to_markdown(spec, report))
+        return Evaluation(report, to_markdown(spec, report), logged, headline, files, summary)
+
+    def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
+        train = loaded.data["train"]
+        threshold = evaluation.report.get("threshold", {}).get("value")
+        return {
             "columns": list(spec.tabular.numeric + spec.tabular.categorical), "input_dtype": "float32",
             "categories": {c: sorted({int(v) for v in train[c].dropna()}) for c in spec.tabular.categorical},
-            "threshold": threshold, "target": spec.tabular.target, "mlflow_run_id": tracker.run_id, "git_commit": commit,
-            "data_origin": origin, "data_sha256": dataset_sha, "train_rows": len(train),
-            "cv_summary": cv["summary"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "threshold": threshold, "target": spec.tabular.target, "train_rows": len(train),
+            "cv_summary": evaluation.report["cross_validation"],
         }
-        card = render_card(spec, metadata, markdown)
-        tracker.log_text(card, "MODEL_CARD.md")
-        summary = {"run_id": tracker.run_id, "cv": cv["summary"], "threshold": threshold, "report": report}
-        if spec.export.enabled:
-            everything = pd.concat(list(frames.values()), ignore_index=True)
-            check = everything.iloc[np.linspace(0, len(everything) - 1, 64).astype(int)]  # all sites, NaNs included
-            model_dir = export.export_savedmodel(final, spec.name, columns(check, spec), metadata, spec.export.tolerance,
-                                                 extra_files={"MODEL_CARD.md": card, "report.json": json.dumps(report, indent=2)})
-            tracker.log_artifacts(model_dir, "saved_model")
-            tracker.set_tags({"exported_to": str(model_dir)})
-            sample = columns(check.iloc[:4], spec)
-            registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
-                final, sample, np.asarray(final.predict_on_batch(sample)), spec.name if spec.export.register else None,
-                saved_model_dir=model_dir))
-            summary.update(exported_to=str(model_dir), registered_version=registered, **gate(spec, registered, model_dir))
-        tracker.log_metrics({"pipeline_seconds": time.perf_counter() - started})
 
-    print(markdown)
-    say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
-    say_where_exported(spec, summary)
-    return summary
+    def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
+        return render_card(spec, metadata, evaluation.markdown)
+
+    def export_inputs(self, spec, loaded: Loaded) -> tuple:
+        import pandas as pd
+
+        everything = pd.concat(list(loaded.data["frames"].values()), ignore_index=True)
+        check = everything.iloc[np.linspace(0, len(everything) - 1, 64).astype(int)]  # all sites, NaNs included
+        return columns(check, spec), columns(check.iloc[:4], spec)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli, trained_once
 from pipelines.config import apply_overrides
-from pipelines.tabular_pipeline import metrics, youden_threshold
+from pipelines.tasks.tabular_classification import metrics, youden_threshold
 from pipelines.usecases import get_spec
 
 TINY = {"cv_repeats": 1, "cv_folds": 2, "epochs": 20}

@@ -1,0 +1,79 @@
+"""Images with a held-out test split: fit once (resumable, per-epoch backup), evaluate the
+serving model on the official test split, explain it with Grad-CAM."""
+
+from __future__ import annotations
+
+from pipelines.console import say
+from pipelines.tasks import Evaluation, Fitted, Loaded, Task
+
+
+class ImageClassification(Task):
+    # Tabular settings live in `spec.tabular`, which image specs do not have: nothing else to refuse.
+    resumable = True
+
+    def load(self, spec) -> Loaded:
+        from pipelines.loaders import load_dataset
+
+        dataset = load_dataset(spec)
+        val = len(dataset.val) if dataset.val is not None else 0
+        sizes = {"train_examples": len(dataset.train), "val_examples": val, "test_examples": len(dataset.test)}
+        description = (f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} "
+                       f"(sha256 {dataset.sha256[:12]})")
+        return Loaded(dataset, dataset.origin, dataset.sha256, dataset.files, sizes, description, dataset.test.y)
+
+    def fit(self, spec, loaded: Loaded, tracker, resume) -> Fitted:
+        from pipelines import training
+
+        dataset = loaded.data
+        result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
+        tracker.set_tags(result.distribution.as_tags())
+        return Fitted(result.models.serving, result.history, result.epochs_run, result.fit_seconds,
+                      examples_seen=len(dataset.train) * max(result.epochs_run, 1), extra={"models": result.models})
+
+    def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
+        from pipelines.evaluation import classification_report, headline, to_markdown, write_report
+        from pipelines.training import predict_probabilities
+
+        test = loaded.data.test
+        probabilities = predict_probabilities(fitted.model, test.x)
+        fitted.extra["test_probabilities"] = probabilities
+        report = classification_report(test.y, probabilities, spec.class_names)
+        title = f"{spec.title}: test report"
+        files = [(path, "evaluation") for path in write_report(report, out / "evaluation", title)]
+        measured = headline(report)
+        return Evaluation(report, to_markdown(report, title), {f"test_{k}": v for k, v in measured.items()},
+                          {f"test {k}": v for k, v in measured.items()}, files, {"test": measured})
+
+    def diagnose(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> None:
+        from pipelines.runtime import import_keras
+
+        if import_keras().backend.backend() != "tensorflow":
+            say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
+            return
+        from pipelines.explain import grad_cam_grid
+
+        test = loaded.data.test
+        path = grad_cam_grid(fitted.extra["models"], test.x, test.y, fitted.extra["test_probabilities"],
+                             spec.class_names, out / "grad_cam.png")
+        tracker.log_artifact(path, "explanations")
+
+    def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
+        from pipelines.evaluation import headline
+
+        return {
+            "input_shape": list(spec.input_shape),
+            "input_dtype": "uint8",
+            **loaded.sizes,
+            "val_origin": loaded.data.val_origin,
+            "epochs_run": fitted.epochs_run,
+            "test_metrics": headline(evaluation.report),
+        }
+
+    def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
+        from pipelines import model_card
+
+        return model_card.render(spec, metadata, evaluation.report)
+
+    def export_inputs(self, spec, loaded: Loaded) -> tuple:
+        test = loaded.data.test
+        return test.x[:64], test.x[:4]
