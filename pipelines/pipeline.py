@@ -64,6 +64,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
         tracker.log_metrics({"fit_seconds": fitted.fit_seconds,
                              "train_examples_per_second": fitted.examples_seen / max(fitted.fit_seconds, 1e-9)})
         provenance = {"usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
+                      "output": "probabilities [batch, num_classes] in the order of class_names",
                       "mlflow_run_id": tracker.run_id, "git_commit": commit, "data_origin": loaded.origin,
                       "data_sha256": loaded.sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # The trained model is on disk before anything else can fail (a diagnostic, the export).

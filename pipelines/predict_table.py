@@ -83,8 +83,8 @@ def predict_csv(model_dir: Path, csv_path: str) -> TablePredictions:
     outputs = call_serving(loaded, {c: frame[c].to_numpy(np.float32) for c in metadata["columns"]})
     classes, threshold = metadata["class_names"], metadata.get("threshold")
     for number, output in zip(row_numbers, outputs):
-        if len(output) == 1:  # P(positive)
-            probability = float(output[0])
+        if len(classes) == 2:  # [P(negative), P(positive)]; older exports answered P(positive) alone
+            probability = float(output[-1])
             label = classes[1] if probability >= (threshold if threshold is not None else 0.5) else classes[0]
             result.rows.append({"row": number, "probability": probability, "label": label})
         else:

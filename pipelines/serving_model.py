@@ -88,7 +88,8 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         with open(os.path.join(folder, "metadata.json")) as file:
             self.metadata = json.load(file)
         self.class_names = [str(name) for name in self.metadata["class_names"]]
-        self.threshold = float(self.metadata.get("threshold", 0.5))
+        threshold = self.metadata.get("threshold")
+        self.threshold = float(threshold) if threshold is not None else 0.5
         self.loaded = tf.saved_model.load(folder)  # keep a reference: its functions need it alive
         self.function = self.loaded.signatures["serving_default"]
         self.input_specs = self.function.structured_input_signature[1]  # {name: TensorSpec}
@@ -213,8 +214,10 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         binary model's single P(positive) column becomes both classes, labelled at the exported
         decision threshold. Plain records, not a DataFrame: the scoring server writes them as
         they are, where a DataFrame's `to_dict` cost as much as the model itself."""
-        if probabilities.shape[1] == 1 and len(self.class_names) == 2:
-            positive = probabilities[:, 0].astype(np.float64)
+        if len(self.class_names) == 2:
+            # Binary models are labelled at their exported decision threshold, not at 0.5; an
+            # older export answers P(positive) alone, `[batch, 1]`.
+            positive = probabilities[:, -1].astype(np.float64)
             probabilities = np.stack([1.0 - positive, positive], axis=1)
             labels = [self.class_names[int(p >= self.threshold)] for p in positive]
         else:

@@ -54,7 +54,8 @@ def test_savedmodel_takes_raw_named_columns_of_any_batch_size(trained):
         inputs = {name: tf.constant(np.full(batch, np.nan, np.float32)) for name in specs}
         inputs["cp"] = tf.constant(np.full(batch, 9.0, np.float32))  # unknown category: OOV, no crash
         (probability,) = loaded.signatures["serving_default"](**inputs).values()
-        assert probability.shape == (batch, 1) and np.isfinite(probability.numpy()).all()
+        assert probability.shape == (batch, 2) and np.isfinite(probability.numpy()).all()
+        np.testing.assert_allclose(probability.numpy().sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_predict_csv_reports_each_bad_row_and_predicts_the_rest(trained, tmp_path):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipelines.builders.tabular_mlp import MISSING_CODE, build_tabular_mlp
 from pipelines.loaders.uci_heart_format import CATEGORICAL, NUMERIC, read_folder
@@ -35,5 +36,5 @@ def test_missing_values_and_unknown_categories_give_finite_probabilities():
     row = {c: np.array([np.nan], np.float32) for c in NUMERIC + CATEGORICAL}
     row["cp"] = np.array([9.0], np.float32)  # a code no site uses
     probability = model.predict_on_batch(row)
-    assert probability.shape == (1, 1) and np.isfinite(probability).all() and 0 <= probability[0, 0] <= 1
+    assert probability.shape == (1, 2) and np.isfinite(probability).all() and probability.sum() == pytest.approx(1.0)
     assert MISSING_CODE not in (-1, 0, 1, 2, 3, 4, 5, 6, 7)

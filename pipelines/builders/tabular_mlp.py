@@ -73,8 +73,8 @@ def build_tabular_mlp(
     name: str = "tabular_mlp",
 ):
     """Adapts every statistic on `train_frame` (the training rows only); returns an
-    uncompiled model: {column: [batch] float32} -> P(positive) `[batch, 1]` for two classes,
-    else class probabilities `[batch, num_classes]`."""
+    uncompiled model: {column: [batch] float32} -> class probabilities `[batch, num_classes]`
+    (for two classes, from one sigmoid unit: column 1 is P(positive))."""
     keras = import_keras()
     layers = keras.layers
     FillMissing, MissingIndicator = _layers()
@@ -99,7 +99,10 @@ def build_tabular_mlp(
         x = layers.Dense(units, activation="relu", name=f"dense_{index}")(x)
         x = layers.Dropout(dropout, name=f"dropout_{index}")(x)
     if num_classes == 2:
-        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+        # One sigmoid unit (a logistic model at its core), served as both classes' probabilities
+        # like every other model: `[batch, 2]`, column 1 P(positive).
+        positive = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+        outputs = layers.Concatenate(name="probabilities")([keras.ops.subtract(1.0, positive), positive])
     else:
         outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -48,11 +48,10 @@ def fit_keras(spec, frame, y, seed: int):
     steps = int(np.ceil(len(frame) / spec.train.batch_size))
     schedule = learning_rate_schedule(spec, steps)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=spec.train.weight_decay) if spec.train.weight_decay else keras.optimizers.Adam(schedule)
-    binary = spec.num_classes == 2
     # A whole epoch per call into the compiled step: these models are tiny, the Python
-    # round trip per batch was most of the time.
-    model.compile(optimizer=optimizer, loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-                  steps_per_execution=steps)
+    # round trip per batch was most of the time. (For two classes, sparse cross-entropy on
+    # [1 - p, p] is the binary cross-entropy of p.)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", steps_per_execution=steps)
     weights = class_weights(y, spec.num_classes, spec.train.class_weights) if spec.train.class_weights else None
     features = frame[list(spec.tabular.numeric + spec.tabular.categorical)].reset_index(drop=True)
     model.fit(**fit_arguments(Split(features, y), spec.train.batch_size, seed, training=True),
@@ -69,7 +68,7 @@ def predict_keras(model, frame, spec) -> np.ndarray:
     from pipelines.training import predict_probabilities
 
     probabilities = predict_probabilities(model, columns(frame, spec))
-    return probabilities[:, 0] if spec.num_classes == 2 else probabilities
+    return probabilities[:, 1] if spec.num_classes == 2 else probabilities
 
 
 def baseline(spec):
@@ -243,7 +242,8 @@ def to_markdown(spec, report: dict) -> str:
 
 def render_card(spec, metadata: dict, markdown_report: str) -> str:
     columns_text = ", ".join(f"`{c}`" for c in (*spec.tabular.numeric, *spec.tabular.categorical))
-    output = "P(disease) `[batch, 1]`" if spec.num_classes == 2 else f"probabilities `[batch, {spec.num_classes}]`"
+    output = (f"probabilities `[batch, {spec.num_classes}]` in the order {', '.join(spec.class_names)}"
+              + ("; column 1 is P(disease)" if spec.num_classes == 2 else ""))
     threshold = metadata.get("threshold")
     return f"""# Model card: {spec.title} (`{spec.name}`)
 
