@@ -231,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last completed epoch", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # The machine's fault, not the code's: a full disk, a folder that cannot be written.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc} (check free space and permissions, or point PIPELINES_MODELS_ROOT / "
+              "PIPELINES_DATA_ROOT elsewhere)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -38,6 +38,19 @@ def usecase_models_dir(usecase: str) -> Path:
     return models_root() / usecase
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` and prove it takes a file, or one PipelineError naming it."""
+    from pipelines.errors import PipelineError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PipelineError(f"cannot write to {folder} ({exc.strerror or exc}); set PIPELINES_MODELS_ROOT to a writable folder") from None
+
+
 def checkpoints_dir(usecase: str) -> Path:
     # A non-integer folder name: TensorFlow Serving only looks at integer versions.
     return usecase_models_dir(usecase) / "checkpoints"

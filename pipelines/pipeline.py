@@ -42,6 +42,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
 
     task = get_task(spec.task)
     spec = task.prepare(spec)
+    paths.ensure_writable(paths.usecase_models_dir(spec.name))  # before any work, not after the fit
     loaded = task.load(spec)
     say(f"[{spec.name}] {loaded.description}")
     resume = training.ResumeState(spec) if task.resumable else None

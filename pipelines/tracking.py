@@ -144,6 +144,9 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        if status == "FAILED":  # why, on the run itself: the console may be long gone
+            reason = f"{exc_type.__name__}: {exc}"[:5000]
+            self._send("tags", lambda: self.mlflow.set_tag("failure", reason), values={"failure": reason})
         self._send("end", lambda: self.mlflow.end_run(status=status), status=status)
         if self.journal is None:
             return

@@ -254,3 +254,44 @@ def test_two_runs_at_once_keep_their_own_backups(isolated):
     versions = sorted(p.name for p in paths.usecase_models_dir("digits").iterdir() if p.name.isdigit())
     assert versions == ["1", "2"]
     assert not abandoned.exists() and not backups("digits")
+
+
+def test_an_unwritable_models_folder_is_one_line_before_any_work(isolated, tmp_path):
+    from conftest import run_cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("train", "digits", "--data", "sample", env={"PIPELINES_MODELS_ROOT": str(blocker / "models")})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write to {blocker / 'models' / 'digits'}")
+    assert not (isolated / "mlflow.db").exists()  # no run was started
+
+
+def test_a_fault_mid_run_fails_the_run_with_its_reason(isolated):
+    """The checkpoints folder vanishes under a running fit (a disk pulled, a clean-up script):
+    one line, exit 1, the MLflow run FAILED with the reason as a tag, no version published."""
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    import mlflow
+
+    from conftest import REPO
+    from pipelines import paths
+
+    process = subprocess.Popen(train_command("train_limit=1000", "epochs=4"), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not backups("digits", "training_metadata.json") and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    checkpoints = paths.checkpoints_dir("digits")
+    shutil.rmtree(checkpoints)
+    checkpoints.write_text("in the way")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: ")
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["failure"]
+    assert not [p for p in paths.usecase_models_dir("digits").iterdir() if p.name.isdigit()]
