@@ -63,3 +63,21 @@ def test_truncated_batch_is_named(bundled, tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(PipelineError, match="holds no CIFAR-format data"):
         read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+
+
+def test_bad_labels_are_named_before_the_split(bundled, tmp_path):
+    """The one-npz layout is split here: its labels are checked first (a stratified split of
+    label -1 or 12 used to be a traceback from numpy)."""
+    np.savez(tmp_path / "cucumber.npz", x=bundled.test.x, y=np.where(bundled.test.y == 8, 12, bundled.test.y))
+    with pytest.raises(PipelineError, match=r"cucumber.npz labels span 0..12, expected 0..8"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+    np.savez(tmp_path / "cucumber.npz", x=bundled.test.x[:1], y=bundled.test.y[:1])
+    with pytest.raises(PipelineError, match=r"cucumber.npz holds 1 image\(s\); too few to split"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+
+
+def test_batch_of_floats_is_refused_not_cast(bundled, tmp_path):
+    write_batch(tmp_path / "data_batch_1", bundled.train.x[:20].astype(np.float32) / 255, bundled.train.y[:20])
+    write_batch(tmp_path / "test_batch", bundled.test.x[:20], bundled.test.y[:20])
+    with pytest.raises(PipelineError, match=r"data_batch_1: 'data' is float32 \(20, 3072\), expected uint8"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
