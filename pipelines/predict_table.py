@@ -5,6 +5,19 @@ a missing column (no row can be predicted), an extra column (ignored), a value t
 number (that row is skipped). Empty cells and `?` are "not measured" and are fine: the model
 imputes them. A category code never seen in training is a warning, not an error: the model
 sends it to its out-of-vocabulary bucket, exactly as the serving endpoint would.
+
+What spreadsheets write is read as meant:
+
+- a UTF-8 byte-order mark (Excel's "CSV UTF-8") is accepted;
+- `;` as the separator (European Excel) is accepted when the header holds `;` and no `,`:
+  then a comma can only be a decimal comma (`2,3`), and is read as one;
+- a row with more or fewer fields than the header is an error naming its row and line; that
+  row is skipped, the others are predicted;
+- a duplicated column is an error for the file (nothing predicted): which copy the model
+  should read cannot be known;
+- an empty file, or a header without rows, is an error naming the file.
+
+A file that cannot be read is an error for that file only: the other files are predicted.
 """
 
 from __future__ import annotations
@@ -25,8 +38,9 @@ class TablePredictions:
     warnings: list[str] = field(default_factory=list)
 
 
-def validate(table, metadata: dict, source: str):
-    """(frame of float32 columns for the valid rows, their 1-based row numbers, errors, warnings)."""
+def validate(table, metadata: dict, source: str, skipped: frozenset = frozenset()):
+    """(frame of float32 columns for the valid rows, their 1-based row numbers, errors, warnings).
+    `skipped` holds 0-based rows already reported (e.g. a wrong number of fields)."""
     import pandas as pd
 
     expected = metadata["columns"]
@@ -34,13 +48,15 @@ def validate(table, metadata: dict, source: str):
     missing = [c for c in expected if c not in table.columns]
     extra = [c for c in table.columns if c not in expected]
     if missing:
-        errors.append(f"{source}: missing column(s) {', '.join(missing)}; the model needs {', '.join(expected)}")
+        mixed = " (the header mixes ';' and ',': use one separator)" if any(";" in str(c) for c in table.columns) else ""
+        errors.append(f"{source}: missing column(s) {', '.join(missing)}; the model needs {', '.join(expected)}{mixed}")
         return None, [], errors, warnings
     if extra:
         errors.append(f"{source}: unexpected column(s) {', '.join(extra)} ignored; the model reads {', '.join(expected)}")
     values = table[expected].replace({"?": None})
     numbers = values.apply(pd.to_numeric, errors="coerce")
     valid = np.ones(len(table), dtype=bool)
+    valid[list(skipped)] = False
     for column in expected:
         text = values[column]
         not_number = numbers[column].isna() & text.notna() & (text.astype(str).str.strip() != "")
@@ -58,21 +74,68 @@ def validate(table, metadata: dict, source: str):
     return numbers[valid].astype("float32"), (np.flatnonzero(valid) + 1).tolist(), errors, warnings
 
 
-def predict_csv(model_dir: Path, csv_path: str) -> TablePredictions:
+def read_rows(csv_path: str) -> tuple:
+    """(DataFrame of text cells, None for empty, 0-based rows to skip, errors) for one CSV."""
+    import csv
+    import io
+
     import pandas as pd
 
+    try:
+        text = Path(csv_path).read_text(encoding="utf-8-sig")  # a byte-order mark is dropped
+    except FileNotFoundError:
+        raise PipelineError(f"{csv_path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save it as CSV UTF-8") from None
+    except OSError as exc:
+        raise PipelineError(f"{csv_path}: cannot be read ({exc.strerror})") from None
+    if not text.strip():
+        raise PipelineError(f"{csv_path}: the file is empty; expected a header row naming the columns, then one row per patient")
+    first_line = text.splitlines()[0]
+    separator = ";" if ";" in first_line and "," not in first_line else ","
+    reader = csv.reader(io.StringIO(text), delimiter=separator, skipinitialspace=True)
+    header = [name.strip() for name in next(reader)]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise PipelineError(f"{csv_path}: column(s) {', '.join(duplicated)} appear more than once; keep one of each")
+    rows, skipped, errors = [], set(), []
+    for fields in reader:
+        if not any(field.strip() for field in fields):
+            continue  # a blank line, as pandas skips it
+        if len(fields) != len(header):
+            errors.append(f"{csv_path} row {len(rows) + 1} (line {reader.line_num}): {len(fields)} fields, the header has "
+                          f"{len(header)}; row skipped")
+            skipped.add(len(rows))
+            fields = [""] * len(header)
+        rows.append(fields)
+    if not rows:
+        raise PipelineError(f"{csv_path}: a header but no data rows")
+    table = pd.DataFrame(rows, columns=header, dtype=object)
+    if separator == ";":
+        table = table.apply(lambda column: column.str.replace(",", ".", regex=False))  # decimal commas
+    table = table.apply(lambda column: column.str.strip()).replace({"": None})
+    return table, frozenset(skipped), errors
+
+
+def prepare(csv_path: str, metadata: dict) -> tuple:
+    """(frame of the rows to predict, their 1-based row numbers, errors, warnings) for one CSV;
+    a file that cannot be read at all gives one error and no rows."""
+    try:
+        table, skipped, read_errors = read_rows(csv_path)
+    except PipelineError as exc:
+        return None, [], [str(exc)], []
+    frame, row_numbers, errors, warnings = validate(table, metadata, csv_path, skipped)
+    if frame is None:  # refused as a whole (a missing column): the rows' own faults are noise then
+        return None, [], errors, warnings
+    return frame, row_numbers, read_errors + errors, warnings
+
+
+def predict_csv(model_dir: Path, csv_path: str) -> TablePredictions:
     from pipelines.export import call_serving, read_metadata
     from pipelines.runtime import import_keras
 
     metadata = read_metadata(model_dir)
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError:
-        raise PipelineError(f"{csv_path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{csv_path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    table = table.replace({"": None})
-    frame, row_numbers, errors, warnings = validate(table, metadata, csv_path)
+    frame, row_numbers, errors, warnings = prepare(csv_path, metadata)
     result = TablePredictions(errors=errors, warnings=warnings)
     if frame is None or frame.empty:
         return result

@@ -1,6 +1,12 @@
 """Where a data set comes from: a folder the user names, the bundled sample, the local
 download cache, or the canonical download (sha256-checked, with a progress bar).
 
+The folder the user names may also be an archive as downloaded (`.tar.gz`, `.tgz`, `.tar`,
+`.tar.bz2`, `.tar.xz`, e.g. CUCUMBER-9's `cucumber-9-python.tar.gz`): it is unpacked once into
+`data/cache/archives/<name>-<sha256>/` and reused while the archive is unchanged. An archive
+holding absolute paths, `..`, links pointing out of its folder or device files is refused
+before anything is written; what is extracted goes through `tarfile`'s `data` filter as well.
+
 Nothing here decodes data: it only finds (or fetches) files and proves they are the
 expected ones. The loaders turn files into arrays.
 """
@@ -58,8 +64,11 @@ def locate(
         raise PipelineError(f"data source '{source}' is not one of: full, sample")
     if data_dir:
         folder = Path(data_dir).expanduser()
+        if folder.is_file() and folder.name.endswith(ARCHIVE_SUFFIXES):
+            return LocatedData(unpacked(folder), "data_dir")
         if not folder.is_dir():
-            raise PipelineError(f"--data-dir {data_dir} is not a folder; name the folder that holds {describe or 'the data set'}")
+            raise PipelineError(f"--data-dir {data_dir} is not a folder or a .tar.gz archive; name the folder that holds "
+                                f"{describe or 'the data set'}")
         return LocatedData(folder.resolve(), "data_dir")
     if source == "sample":
         folder = paths.samples_dir(usecase)
@@ -86,6 +95,77 @@ def locate(
         _download(remote, target, usecase, describe)
         origin = "download"
     return LocatedData(cache, origin)
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+
+
+def unpacked(archive: Path) -> Path:
+    """The data folder inside `archive`, unpacked into the data cache (once per archive content).
+
+    The cache is keyed by the archive's sha256, so a changed archive is unpacked afresh and an
+    unchanged one never twice. Unpacking goes to a hidden folder renamed into place at the end:
+    an interrupted unpack never looks complete. A folder holding a single folder (the usual
+    `name/...` archive) is descended into, so the loader sees the files themselves.
+    """
+    import shutil
+    import tarfile
+    import zlib
+
+    digest = sha256sum(archive)
+    stem = next(archive.name[: -len(suffix)] for suffix in ARCHIVE_SUFFIXES if archive.name.endswith(suffix))
+    target = paths.data_root() / "cache" / "archives" / f"{stem}-{digest[:16]}"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.part")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _refuse_unsafe(member, archive, staging)
+                tar.extractall(staging, members=members, filter="data")
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not target.is_dir():  # not a concurrent unpack of the same archive that won the race
+                    raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise PipelineError(f"{archive} is truncated or not a tar archive ({type(exc).__name__}: {exc}); "
+                                f"re-download it") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    folder = target
+    while len(entries := list(folder.iterdir())) == 1 and entries[0].is_dir():
+        folder = entries[0]
+    return folder
+
+
+def _refuse_unsafe(member, archive: Path, destination: Path) -> None:
+    """Raise PipelineError for a member that would write outside `destination` or is not a
+    plain file, folder or inside link. `tarfile`'s `data` filter refuses most of these while
+    extracting, but it strips a leading `/` instead of refusing: a crafted archive is refused
+    whole, before any file is written."""
+    import tarfile
+    from pathlib import PurePosixPath
+
+    reason = None
+    if member.name.startswith("/") or PurePosixPath(member.name).is_absolute():
+        reason = "an absolute path"
+    elif ".." in PurePosixPath(member.name).parts:
+        reason = "a path with '..'"
+    elif member.isdev():
+        reason = "a device file or pipe"
+    else:
+        try:
+            tarfile.data_filter(member, str(destination))
+        except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+            reason = f"a link pointing out of the folder (to {member.linkname})"
+        except tarfile.FilterError as exc:
+            reason = f"refused by tarfile's data filter ({exc})"
+    if reason:
+        raise PipelineError(f"{archive}: refusing to unpack it: member '{member.name}' is {reason}; "
+                            f"is it the archive as published?")
 
 
 def _download(remote: RemoteFile, target: Path, usecase: str, describe: str) -> None:

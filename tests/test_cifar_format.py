@@ -63,3 +63,49 @@ def test_truncated_batch_is_named(bundled, tmp_path):
 def test_empty_folder(tmp_path):
     with pytest.raises(PipelineError, match="holds no CIFAR-format data"):
         read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+
+
+def test_bad_labels_are_named_before_the_split(bundled, tmp_path):
+    """The one-npz layout is split here: its labels are checked first (a stratified split of
+    label -1 or 12 used to be a traceback from numpy)."""
+    np.savez(tmp_path / "cucumber.npz", x=bundled.test.x, y=np.where(bundled.test.y == 8, 12, bundled.test.y))
+    with pytest.raises(PipelineError, match=r"cucumber.npz labels span 0..12, expected 0..8"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+    np.savez(tmp_path / "cucumber.npz", x=bundled.test.x[:1], y=bundled.test.y[:1])
+    with pytest.raises(PipelineError, match=r"cucumber.npz holds 1 image\(s\); too few to split"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+
+
+def test_batch_of_floats_is_refused_not_cast(bundled, tmp_path):
+    write_batch(tmp_path / "data_batch_1", bundled.train.x[:20].astype(np.float32) / 255, bundled.train.y[:20])
+    write_batch(tmp_path / "test_batch", bundled.test.x[:20], bundled.test.y[:20])
+    with pytest.raises(PipelineError, match=r"data_batch_1: 'data' is float32 \(20, 3072\), expected uint8"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+
+
+def test_the_archive_as_downloaded_is_unpacked_and_loaded(bundled, tmp_path, isolated):
+    """`--data-dir cucumber-9-python.tar.gz`: CIFAR python batches in one top folder, as the
+    CUCUMBER-9 release ships them, read through the spec's loader."""
+    import tarfile
+
+    from pipelines.config import apply_overrides
+    from pipelines.loaders.cifar_format import load
+    from pipelines.usecases import get_spec
+
+    batches = tmp_path / "cucumber-9-python"
+    batches.mkdir()
+    x, y = bundled.train.x, bundled.train.y
+    write_batch(batches / "data_batch_1", x[:200], y[:200])
+    write_batch(batches / "data_batch_2", x[200:], y[200:])
+    write_batch(batches / "test_batch", bundled.test.x, bundled.test.y)
+    (batches / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"2L", b"BL"]}))
+    archive = tmp_path / "cucumber-9-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(batches, arcname="cucumber-9-python")
+    spec = apply_overrides(get_spec("cucumber"), {"data.data_dir": str(archive)})
+    loaded = load(spec)
+    np.testing.assert_array_equal(loaded.train.x, x)
+    np.testing.assert_array_equal(loaded.test.y, bundled.test.y)
+    assert loaded.origin == "data_dir" and sorted(loaded.files) == ["data_batch_1", "data_batch_2", "test_batch"]
+    (unpacked,) = (paths.data_root() / "cache" / "archives").iterdir()
+    assert unpacked.name.startswith("cucumber-9-python-") and (unpacked / "cucumber-9-python" / "test_batch").is_file()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset import Dataset, Split
+from pipelines.dataset import Dataset, Split, check_label_range, checked_split
 from pipelines.errors import PipelineError
-from pipelines.loaders.mnist_format import _read_npz
+from pipelines.loaders.mnist_format import _read_xy_npz
 from pipelines.sources import locate, sha256sum
 
 LAYOUTS = "CIFAR python batches (data_batch_*, test_batch), train.npz + test.npz, or one x/y .npz"
@@ -57,11 +57,11 @@ def _batch_split(paths: list[Path]) -> Split:
     xs, ys = [], []
     for path in paths:
         batch = read_batch(path)
-        data = np.asarray(batch.get("data"), dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise PipelineError(f"{path}: 'data' has shape {data.shape}, expected (N, 3072)")
+        data = np.asarray(batch.get("data"))
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise PipelineError(f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
         xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # CHW rows -> HWC images
-        ys.append(np.asarray(batch.get("labels"), dtype=np.int64))
+        ys.append(checked_split(xs[-1], np.asarray(batch.get("labels")), f"{path}: 'labels'").y)
     return Split(np.concatenate(xs), np.concatenate(ys))
 
 
@@ -79,20 +79,22 @@ def read_folder(folder: Path, class_names: tuple, origin: str, test_fraction: fl
         train, test = _batch_split(batches), _batch_split([folder / "test_batch"])
     elif (folder / "train.npz").is_file() and (folder / "test.npz").is_file():
         used = [folder / "train.npz", folder / "test.npz"]
-        train, test = (Split(**_read_npz(p, ("x", "y"))) for p in used)
+        train, test = (_read_xy_npz(p) for p in used)
     else:
         used = sorted(folder.glob("*.npz"))
         if len(used) != 1:
             raise PipelineError(f"{folder} holds no CIFAR-format data; expected {LAYOUTS}")
         from pipelines.splits import stratified_indices
 
-        everything = Split(**_read_npz(used[0], ("x", "y")))
-        everything.y = everything.y.astype(np.int64)
+        everything = _read_xy_npz(used[0])
+        check_label_range(everything.y, len(class_names), str(used[0]))  # before they are split on
+        if len(everything) < 2:
+            raise PipelineError(f"{used[0]} holds {len(everything)} image(s); too few to split into train and test")
         keep, held = stratified_indices(everything.y, test_fraction, seed)
         train, test = everything.take(np.sort(keep)), everything.take(np.sort(held))
     return Dataset(
-        train=Split(train.x, train.y.astype(np.int64)),
-        test=Split(test.x, test.y.astype(np.int64)),
+        train=train,
+        test=test,
         class_names=tuple(class_names),
         origin=origin,
         files={path.name: sha256sum(path) for path in used},

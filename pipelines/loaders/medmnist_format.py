@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import paths
-from pipelines.dataset import Dataset, Split
+from pipelines.dataset import Dataset, Split, checked_split
 from pipelines.errors import PipelineError
-from pipelines.loaders.mnist_format import _read_npz
+from pipelines.loaders.mnist_format import _read_npz, _read_xy_npz
 from pipelines.sources import locate, sha256sum
 
 LAYOUTS = "dermamnist.npz (MedMNIST keys), train/val/test.npz (x, y), or HAM10000_metadata.csv with the JPEGs"
@@ -39,12 +39,12 @@ def read_folder(folder: Path, spec, origin: str) -> Dataset:
     medmnist = sorted(p for p in folder.glob("*mnist*.npz"))
     if medmnist:
         arrays = _read_npz(medmnist[0], tuple(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")))
-        splits = {s: Split(arrays[f"{s}_images"], arrays[f"{s}_labels"].reshape(-1).astype(np.int64)) for s in ("train", "val", "test")}
+        splits = {s: checked_split(arrays[f"{s}_images"], arrays[f"{s}_labels"], f"{medmnist[0]} ({s}_images, {s}_labels)")
+                  for s in ("train", "val", "test")}
         used = medmnist[:1]
     elif all((folder / f"{s}.npz").is_file() for s in ("train", "val", "test")):
         used = [folder / f"{s}.npz" for s in ("train", "val", "test")]
-        splits = {p.stem: Split(**_read_npz(p, ("x", "y"))) for p in used}
-        splits = {k: Split(v.x, v.y.astype(np.int64)) for k, v in splits.items()}
+        splits = {p.stem: _read_xy_npz(p) for p in used}
     elif (folder / METADATA).is_file():
         splits, used = read_ham10000(folder, spec)
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset import Dataset, Split
+from pipelines.dataset import Dataset, Split, checked_split
 from pipelines.errors import PipelineError
 from pipelines.sources import RemoteFile, locate, sha256sum
 
@@ -51,21 +51,21 @@ def read_folder(folder: Path, class_names: tuple, origin: str) -> Dataset:
         used = [folder / "train.npz", folder / "test.npz"]
     elif (folder / "mnist.npz").is_file():
         arrays = _read_npz(folder / "mnist.npz", ("x_train", "y_train", "x_test", "y_test"))
-        train = Split(arrays["x_train"], arrays["y_train"])
-        test = Split(arrays["x_test"], arrays["y_test"])
+        train = checked_split(arrays["x_train"], arrays["y_train"], f"{folder / 'mnist.npz'} (x_train, y_train)")
+        test = checked_split(arrays["x_test"], arrays["y_test"], f"{folder / 'mnist.npz'} (x_test, y_test)")
         used = [folder / "mnist.npz"]
     else:
         found = {key: _find_idx(folder, name) for key, name in IDX_NAMES.items()}
         missing = [IDX_NAMES[key] for key, path in found.items() if path is None]
         if missing:
             raise PipelineError(f"{folder} holds no MNIST-format data (missing {', '.join(missing)}); expected {LAYOUTS}")
-        train = Split(read_idx(found["train_x"]), read_idx(found["train_y"]))
-        test = Split(read_idx(found["test_x"]), read_idx(found["test_y"]))
+        train = checked_split(read_idx(found["train_x"]), read_idx(found["train_y"]), f"{found['train_x']} + {found['train_y'].name}")
+        test = checked_split(read_idx(found["test_x"]), read_idx(found["test_y"]), f"{found['test_x']} + {found['test_y'].name}")
         used = list(found.values())
     files = {path.name: sha256sum(path) for path in used}
     return Dataset(
-        train=Split(train.x, train.y.astype(np.int64)),
-        test=Split(test.x, test.y.astype(np.int64)),
+        train=train,
+        test=test,
         class_names=tuple(class_names),
         origin=origin,
         files=files,
@@ -81,7 +81,7 @@ def _find_idx(folder: Path, name: str) -> Path | None:
 
 def _read_xy_npz(path: Path) -> Split:
     arrays = _read_npz(path, ("x", "y"))
-    return Split(arrays["x"], arrays["y"])
+    return checked_split(arrays["x"], arrays["y"], str(path))
 
 
 def _read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
