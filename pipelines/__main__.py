@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, UsageError
 
 VERBS_HELP = """verbs:
   list       the use cases, their data and models, the builders and augmentations
@@ -35,8 +35,8 @@ MODEL_HELP = ("models:/<usecase>@<alias>, models:/<usecase>/<version> or a model
               "(default: the champion)")
 
 
-def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True) -> None:
-    parser.add_argument("usecase", help="a use case name (see `list`)")
+def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True, usecase_optional: bool = False) -> None:
+    parser.add_argument("usecase", nargs="?" if usecase_optional else None, help="a use case name (see `list`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec value, e.g. --set epochs=3 --set model.dropout=0.2 (repeatable)")
     if data:
@@ -58,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(show)
 
     train = verbs.add_parser("train", help="train, evaluate, track and export")
-    _add_spec_arguments(train)
+    _add_spec_arguments(train, usecase_optional=True)  # with --from-run, the run names it
     train.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     train.add_argument("--run-name", help="MLflow run name")
+    train.add_argument("--from-run", metavar="RUN_ID", help="re-run exactly the spec logged on this MLflow run (its spec.json), on the same data")
+    train.add_argument("--allow-other-data", action="store_true", help="with --from-run: accept data whose sha256 differs from the run's")
 
     evaluate = verbs.add_parser("evaluate", help="evaluate an exported model on the test split")
     _add_spec_arguments(evaluate)
@@ -111,6 +113,14 @@ def resolve_spec(args):
     from pipelines.config import apply_overrides
     from pipelines.usecases import get_spec
 
+    if getattr(args, "from_run", None):
+        from pipelines.rerun import spec_of_run
+
+        if args.overrides or args.data or args.data_dir:
+            raise UsageError("--from-run re-runs the logged spec exactly: drop --set, --data and --data-dir")
+        return spec_of_run(args.from_run, args.usecase)
+    if not args.usecase:
+        raise UsageError("name a use case (see `python -m pipelines list`), or --from-run RUN_ID")
     spec = get_spec(args.usecase)
     overrides = {}
     if getattr(args, "data", None):
@@ -203,7 +213,12 @@ def run(args) -> int:
     configure_environment()
     from pipelines import pipeline
 
-    if args.verb == "train":
+    if args.verb == "train" and args.from_run:
+        from pipelines.rerun import logged_data_sha256
+
+        pipeline.run_train(spec, run_name=args.run_name, tags={"rerun_of": args.from_run},
+                           expected_data_sha256=None if args.allow_other_data else logged_data_sha256(args.from_run))
+    elif args.verb == "train":
         pipeline.run_train(spec, run_name=args.run_name)
     elif args.verb == "evaluate":
         pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out)

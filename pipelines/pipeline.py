@@ -31,10 +31,10 @@ def describe_dataset(dataset) -> str:
     return f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} (sha256 {dataset.sha256[:12]})"
 
 
-def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> dict:
+def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
     """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
     register and gate the model. `tags` go on the run from its start (a sweep marks its
-    children with them)."""
+    children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
     from pipelines import training
     from pipelines.plots import plot_history
     from pipelines.tasks import get_task
@@ -45,6 +45,9 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
     paths.ensure_writable(paths.usecase_models_dir(spec.name))  # before any work, not after the fit
     loaded = task.load(spec)
     say(f"[{spec.name}] {loaded.description}")
+    if expected_data_sha256 and loaded.sha256 != expected_data_sha256:
+        raise PipelineError(f"the run was trained on data sha256 {expected_data_sha256[:12]}, this is {loaded.sha256[:12]} "
+                            f"({loaded.origin}); pass --allow-other-data to re-run it on this data anyway")
     resume = training.ResumeState(spec) if task.resumable else None
     pending = resume.pending_run_id() if resume else None
     if pending:

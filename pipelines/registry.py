@@ -139,12 +139,6 @@ def _store() -> str:
     return tracking_uri()
 
 
-def _store_exists() -> bool:
-    """A registry to ask: a server, or a SQLite file that exists (asking would create one)."""
-    uri = _store()
-    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file()
-
-
 def _local_folder(client, version) -> Path:
     """The SavedModel folder of a registered version: where its run exported it, else the
     run's `saved_model` artifact downloaded once into `models/<usecase>/.registry/`."""
@@ -188,7 +182,9 @@ def resolve_model_dir(usecase: str, reference: str | None = None) -> Path:
         if name != usecase:
             raise UsageError(f"{reference} is a '{name}' model, not '{usecase}'")
         return _registry_folder(name, kind, value, required=True)
-    if _store_exists():
+    from pipelines.tracking import store_exists
+
+    if store_exists():
         folder = _registry_folder(usecase, "alias", CHAMPION, required=False)
         if folder is not None:
             return folder

@@ -43,6 +43,12 @@ def _mlflow():
     return mlflow
 
 
+def store_exists() -> bool:
+    """A store to ask: a server, or a SQLite file that exists (asking would create one)."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file()
+
+
 def mlflow_client():
     """A client of the configured store (tracking and registry), MLflow's chatter quieted."""
     mlflow = _mlflow()

@@ -1,0 +1,66 @@
+"""`train --from-run RUN_ID`: the spec a run logged (its `spec.json`), rebuilt to train again.
+
+The logged values are applied as overrides onto the use case's current spec, so they are
+validated like any `--set`, and a key that no longer exists is named rather than ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.errors import PipelineError, UsageError
+
+
+def _logged_run(run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.tracking import mlflow_client, store_exists, tracking_uri
+
+    if not store_exists():
+        raise PipelineError(f"no MLflow store at {tracking_uri()}: set MLFLOW_TRACKING_URI to the store that holds run '{run_id}'")
+    client = mlflow_client()
+    try:
+        return client, client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(f"no MLflow run '{run_id}' in {tracking_uri()}; see `make compare` for run ids") from None
+
+
+def logged_data_sha256(run_id: str) -> str | None:
+    return _logged_run(run_id)[1].data.tags.get("data_sha256")
+
+
+def spec_of_run(run_id: str, usecase: str | None = None):
+    import mlflow
+
+    from pipelines.config import apply_overrides, flatten
+    from pipelines.usecases import get_spec
+
+    client, run = _logged_run(run_id)
+    try:
+        logged = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/spec.json")
+    except Exception:  # noqa: BLE001 - any store error means the same here
+        raise PipelineError(f"run '{run_id}' has no spec.json artifact: it was not made by `train`") from None
+    name = logged.get("name")
+    if usecase and usecase != name:
+        raise UsageError(f"run '{run_id}' trained '{name}', not '{usecase}'")
+    base = get_spec(name)
+    builder = logged["model"]["builder"]
+    spec = apply_overrides(base, {"model.builder": builder})
+    values = {key: _as_spec_value(_lookup(logged, key)) for key in flatten(spec) if key != "model.builder"}
+    return apply_overrides(spec, values)
+
+
+def _lookup(logged: dict, key: str) -> Any:
+    """`train.epochs` -> logged["train"]["epochs"]; builder parameters live under model.params."""
+    section, _, name = key.partition(".")
+    block = logged.get(section) or {}
+    if section == "model" and name not in block:
+        block = block.get("params", {})
+    if name not in block:
+        raise PipelineError(f"the logged spec has no '{key}' (it predates that setting); train with --set instead")
+    return block[name]
+
+
+def _as_spec_value(value: Any) -> Any:
+    """JSON has lists where specs have tuples."""
+    return tuple(_as_spec_value(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,51 @@
+"""`train --from-run RUN_ID` re-runs exactly the spec a run logged, on the same data."""
+
+import os
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rerun")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models")}
+    result = run_cli("train", "digits", "--data", "sample", "--set", "train_limit=300", "--set", "epochs=1",
+                     "--set", "model.dropout=0.1", "--set", "filters=8,16", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    return {"env": env, "client": client, "run": run}
+
+
+def test_the_same_spec_and_data_give_the_same_run(original):
+    client, first = original["client"], original["run"]
+    result = run_cli("train", "--from-run", first.info.run_id, env=original["env"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = client.search_runs([first.info.experiment_id], filter_string=f"tags.rerun_of = '{first.info.run_id}'")
+    (again,) = runs
+    assert again.data.params == first.data.params  # model.filters=8,16 and the rest, exactly
+    assert again.data.metrics["test_accuracy"] == pytest.approx(first.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_other_data_is_refused_unless_allowed(original):
+    client, first = original["client"], original["run"]
+    client.set_tag(first.info.run_id, "data_sha256", "0" * 64)  # as if the data had changed since
+    try:
+        refused = run_cli("train", "--from-run", first.info.run_id, env=original["env"])
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "pass --allow-other-data" in refused.stderr.strip().splitlines()[-1]
+        mixed = run_cli("train", "digits", "--from-run", first.info.run_id, "--set", "epochs=2", env=original["env"])
+        assert mixed.returncode == 2 and "drop --set" in mixed.stderr
+    finally:
+        client.set_tag(first.info.run_id, "data_sha256", first.data.tags["data_sha256"])
+
+
+def test_an_unknown_run_is_one_line(original):
+    result = run_cli("train", "--from-run", "0123abc", env=original["env"])
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"error: no MLflow run '0123abc' in {original['env']['MLFLOW_TRACKING_URI']}; see `make compare` for run ids")
+    assert os.environ.get("MLFLOW_TRACKING_URI") != original["env"]["MLFLOW_TRACKING_URI"]
