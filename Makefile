@@ -54,7 +54,8 @@ DEMO_SET_heart := --set cv_repeats=1
 
 demo: $(STAMP) ## train every use case on the data bundled in data/samples/ (offline, a few minutes)
 	@$(foreach usecase,$(USECASES),$(PIPELINES) train $(usecase) --data sample --run-name demo $(DEMO_SET_$(usecase)) && ) true
-	@echo "demo done: compare runs with 'make mlflow-ui'; SavedModels are under models/"
+	@$(PIPELINES) compare
+	@echo "demo done: SavedModels are under models/; next: make serve-digits, make mlflow-ui"
 
 $(TRAIN_TARGETS): train-%: $(STAMP) ## train a use case on its full data [DATA=sample] [EPOCHS=3] [BATCH_SIZE=256] [DATA_DIR=dir] [SET="k=v ..."]
 	$(PIPELINES) train $* $(TRAIN_ARGS)

@@ -107,6 +107,11 @@ def test_a_run_survives_its_tracking_server_going_away(tmp_path):
         (latest,) = client.search_model_versions("name='digits'")
         assert client.get_model_version_by_alias("digits", "champion").run_id == latest.run_id != kept.name
         assert any((tmp_path / "artifacts").rglob("MLmodel"))
+        # compare reads the same server: both runs, the second one the champion.
+        compared = subprocess.run([sys.executable, "-m", "pipelines", "compare", "digits", "--out", str(tmp_path / "report")],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        assert compared.returncode == 0, compared.stderr[-2000:]
+        assert kept.name[:8] in compared.stdout and "champion" in compared.stdout
     assert not (tmp_path / "models" / "digits" / "unsent").exists() or not any((tmp_path / "models" / "digits" / "unsent").iterdir())
 
 
