@@ -179,8 +179,9 @@ def parse_value(text: str, current: Any, key: str) -> Any:
                 items = ast.literal_eval(text)
             else:
                 items = [item.strip() for item in text.split(",") if item.strip()]
-            element = current[0] if current else None
-            return tuple(parse_value(str(i), element, key) if element is not None else i for i in items)
+            # An empty default (augmentation, views) lists names: text, whatever it looks like.
+            element = current[0] if current else ""
+            return tuple(parse_value(str(i), element, key) for i in items)
         return text
     except (ValueError, SyntaxError):
         kind = type(current).__name__ if current is not None else "text"

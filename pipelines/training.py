@@ -185,8 +185,9 @@ class _Phase:
         spec = self.spec
         callbacks = list(self.callbacks)
         if backup is not None:
-            callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
+            # Seed states first: when Keras' backup says "epoch k", the states of epoch k are on disk.
             callbacks.append(seed_state_backup(backup))
+            callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False))
         validation = _validation_data(self.dataset, self.batch_size) if len(self.dataset.val) else None
         # Resuming at epoch k: the input stream starts k epochs in, as if never interrupted.
         skip = max(0, _completed_epochs(backup) - initial_epoch) if backup is not None else 0
@@ -214,30 +215,36 @@ class _Phase:
 def seed_state_backup(folder: Path):
     """A callback keeping the random layers' seed states (dropout, augmentation) beside Keras'
     backup, which saves weights and optimizer but not these: without them a resumed run draws
-    other dropout masks than an uninterrupted one, and ends with other metrics."""
+    other dropout masks than an uninterrupted one, and ends with other metrics.
+
+    One file per epoch (the last two kept), written before Keras' backup of that epoch: a kill
+    between the two writes leaves Keras at the previous epoch, whose states are still there."""
     keras = import_keras()
-    path = folder / "seed_states.npz"
+
+    def states_file(epoch: int) -> Path:
+        return folder / f"seed_states-{epoch}.npz"
 
     class SeedStateBackup(keras.callbacks.Callback):
         def _states(self):
             return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
 
         def on_train_begin(self, logs=None):
-            # Only states saved at the epoch the weights were restored from (a kill between the
-            # two writes leaves them one epoch apart: then the fresh states are the lesser evil).
+            path = states_file(_completed_epochs(folder))
             if not path.is_file():
                 return
             with np.load(path) as saved:
-                if int(saved["epoch"]) != _completed_epochs(folder):
-                    return
                 for index, variable in enumerate(self._states()):
                     variable.assign(saved[f"state_{index}"])
 
         def on_epoch_end(self, epoch, logs=None):
+            folder.mkdir(parents=True, exist_ok=True)
             states = {f"state_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._states())}
             staging = folder / f".seed_states-{os.getpid()}.npz"
-            np.savez(staging, epoch=epoch + 1, **states)
-            staging.replace(path)
+            np.savez(staging, **states)
+            staging.replace(states_file(epoch + 1))
+            stale = states_file(epoch - 1)
+            if stale.is_file():
+                stale.unlink()
 
     return SeedStateBackup()
 
