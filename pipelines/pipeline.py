@@ -37,19 +37,24 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
         from pipelines.tabular_pipeline import run_train_tabular
 
         return run_train_tabular(spec, run_name, tags)
-    from pipelines import model_card, training
+    from pipelines import model_card, strategy, training
     from pipelines.plots import plot_history
     from pipelines.tracking import Tracker, git_commit
 
     dataset = load_dataset(spec)
     say(f"[{spec.name}] {describe_dataset(dataset)}")
-    resume = training.ResumeState(spec)
-    pending = resume.pending_run_id()
+    cluster = strategy.join_cluster()  # several processes (KERAS_DISTRIBUTION_*): before JAX computes anything
+    if cluster is not None and not cluster.is_chief:
+        return _train_as_worker(spec, dataset, cluster)
+    # A multi-process run is not resumable: the other processes would start from scratch.
+    resume = training.ResumeState(spec) if cluster is None else None
+    pending = resume.pending_run_id() if resume else None
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
 
     with Tracker(spec.name, run_name=run_name, resume_run_id=pending, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
-        resume.remember(tracker.run_id)
+        if resume:
+            resume.remember(tracker.run_id)
         out = Path(scratch)
         tracker.log_params({**config.flatten(spec), "train_examples": len(dataset.train), "val_examples": len(dataset.val), "test_examples": len(dataset.test)})
         tracker.log_dict(spec.to_dict(), "spec.json")
@@ -58,7 +63,10 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
         tracker.set_tags({"usecase": spec.name, "data_source": dataset.origin, "data_sha256": dataset.sha256, "git_commit": commit, "verb": "train"})
 
         result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
-        tracker.set_tags(result.distribution.as_tags())
+        fingerprint = training.weights_sha256(result.models.serving)
+        tracker.set_tags({**result.distribution.as_tags(), **result.batching, "weights_sha256": fingerprint})
+        if cluster is not None:
+            say(f"[{spec.name}] {cluster.name}: weights sha256 {fingerprint}")
         images_seen = len(dataset.train) * max(result.epochs_run, 1)
         tracker.log_metrics({"fit_seconds": result.fit_seconds, "train_examples_per_second": images_seen / max(result.fit_seconds, 1e-9)})
         if result.history.get("loss"):
@@ -121,12 +129,27 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None) -> di
             ))
             summary["exported_to"] = str(model_dir)
             summary.update(registered_version=registered, **gate(spec, registered, model_dir))
-        resume.clear()
+        if resume:
+            resume.clear()
 
     say(f"[{spec.name}] test " + ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()))
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
     say_where_exported(spec, summary)
     return summary
+
+
+def _train_as_worker(spec, dataset: Dataset, cluster) -> dict:
+    """A process other than 0 of a multi-process run: it trains its shard in step with the
+    others and ends with the same weights, but writes nothing (no MLflow run, checkpoint or
+    export): process 0 does, once, for the whole run."""
+    from pipelines import training
+
+    result = training.train(spec, dataset)
+    fingerprint = training.weights_sha256(result.models.serving)
+    say(f"[{spec.name}] {cluster.name}: weights sha256 {fingerprint}")
+    say(f"[{spec.name}] {cluster.name}: done; process 0 tracks and exports this run")
+    return {"weights_sha256": fingerprint, "fit_seconds": result.fit_seconds, "epochs_run": result.epochs_run,
+            "train_examples": len(dataset.train), **result.batching}
 
 
 def judge_against_chance(spec, tracker, metrics: dict, labels) -> None:
