@@ -138,6 +138,14 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+class PeerLost(PipelineError):
+    """Another process of the run died. JAX's shutdown at exit would then wait for it at a
+    barrier until the heartbeat timeout and abort with a C++ stack, so the CLI leaves at once
+    (`os._exit`) after printing this one line."""
+
+    leave_immediately = True
+
+
 def peer_failure(exc: BaseException) -> PipelineError | None:
     """A collective that failed because another process died, as a one-line error; None for
     any other exception (which then surfaces as it is)."""
@@ -148,8 +156,8 @@ def peer_failure(exc: BaseException) -> PipelineError | None:
              "coordination service", "Broken pipe", "Socket closed")
     if not any(sign in text for sign in signs):
         return None
-    return PipelineError(f"{_joined.name}: another process of this run stopped ({_first_line(exc)}); "
-                         "nothing was tracked or exported: start all processes again")
+    return PeerLost(f"{_joined.name}: another process of this run stopped ({_first_line(exc)}); "
+                    "nothing was exported: start all processes again")
 
 
 @dataclass
