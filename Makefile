@@ -29,7 +29,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart mlflow-ui mlflow-server list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart bench-gpu bench-serve-local mlflow-ui mlflow-server list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -45,7 +45,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create or update .venv/ from pyproject.toml
+# GPU=1: TensorFlow with CUDA in place of tensorflow-cpu (the same `tensorflow` package, so one
+# must go before the other comes); GPU=jax: JAX with CUDA, for KERAS_BACKEND=jax.
+GPU ?=
+TENSORFLOW_GPU := tensorflow[and-cuda]==2.21.0
+JAX_GPU := jax[cuda12]==0.10.2
+install: $(STAMP) ## create or update .venv/ from pyproject.toml [GPU=1: CUDA TensorFlow; GPU=jax: CUDA JAX]
+ifeq ($(GPU),jax)
+	$(BIN)/python -m pip install --quiet '$(JAX_GPU)'
+else ifneq ($(GPU),)
+	$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu
+	$(BIN)/python -m pip install --quiet '$(TENSORFLOW_GPU)'
+endif
 
 # The demo trains each default spec on its sample; fewer epochs where the sample converges sooner.
 DEMO_SET_clothing := --set epochs=6
@@ -80,6 +91,12 @@ bench-digits: $(STAMP) ## full MNIST: our digits pipeline vs the keras-io convne
 
 bench-clothing bench-skin bench-heart: bench-%: $(STAMP) ## full data, default spec, beside published figures
 	$(BIN)/python benchmarks/bench_usecase.py $* $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clothing/cucumber samples, on the GPU if any [EPOCHS=3]
+	$(BIN)/python benchmarks/bench_gpu.py $(if $(EPOCHS),--epochs $(EPOCHS))
+
+bench-serve-local: $(STAMP) ## each use case's SavedModel in-process: p50/p99 at batch 1, batch-256 throughput, cold start
+	$(BIN)/python benchmarks/bench_inference.py
 
 mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000

@@ -242,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         # One line, whatever the user typed into a key or value.
         print("error: " + str(exc).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
+        if getattr(exc, "leave_immediately", False):  # see pipelines.strategy.PeerLost
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last completed epoch", file=sys.stderr)

@@ -35,7 +35,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
     register and gate the model. `tags` go on the run from its start (a sweep marks its
     children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
-    from pipelines import training
+    from pipelines import strategy, training
     from pipelines.plots import plot_history
     from pipelines.tasks import get_task
     from pipelines.tracking import Tracker, git_commit
@@ -48,7 +48,11 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     if expected_data_sha256 and loaded.sha256 != expected_data_sha256:
         raise PipelineError(f"the run was trained on data sha256 {expected_data_sha256[:12]}, this is {loaded.sha256[:12]} "
                             f"({loaded.origin}); pass --allow-other-data to re-run it on this data anyway")
-    resume = training.ResumeState(spec) if task.resumable else None
+    cluster = strategy.join_cluster()  # several processes (KERAS_DISTRIBUTION_*): before JAX computes anything
+    if cluster is not None and not cluster.is_chief:
+        return _train_as_worker(spec, loaded, cluster)
+    # A multi-process run is not resumable: the other processes would start from scratch.
+    resume = training.ResumeState(spec) if task.resumable and cluster is None else None
     pending = resume.pending_run_id() if resume else None
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
@@ -65,6 +69,8 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
                           "git_commit": commit, "verb": "train", **package_versions()})
 
         fitted = task.fit(spec, loaded, tracker, resume)
+        if cluster is not None:
+            say(f"[{spec.name}] {cluster.name}: weights sha256 {fitted.extra.get('weights_sha256')}")
         tracker.log_metrics({"fit_seconds": fitted.fit_seconds,
                              "train_examples_per_second": fitted.examples_seen / max(fitted.fit_seconds, 1e-9)})
         provenance = {"usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
@@ -133,6 +139,21 @@ def package_versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def _train_as_worker(spec, loaded, cluster) -> dict:
+    """A process other than 0 of a multi-process run: it trains its shard in step with the
+    others and ends with the same weights, but writes nothing (no MLflow run, checkpoint or
+    export): process 0 does, once, for the whole run."""
+    from pipelines import training
+
+    dataset = loaded.data
+    result = training.train(spec, dataset)
+    fingerprint = training.weights_sha256(result.models.serving)
+    say(f"[{spec.name}] {cluster.name}: weights sha256 {fingerprint}")
+    say(f"[{spec.name}] {cluster.name}: done; process 0 tracks and exports this run")
+    return {"weights_sha256": fingerprint, "fit_seconds": result.fit_seconds, "epochs_run": result.epochs_run,
+            "train_examples": len(dataset.train), **result.batching}
 
 
 def judge_against_chance(spec, tracker, metrics: dict, labels) -> None:

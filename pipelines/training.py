@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -22,10 +21,10 @@ import numpy as np
 from pipelines import builders, paths
 from pipelines.dataset import Dataset
 from pipelines.errors import PipelineError, UsageError
-from pipelines.input_pipeline import fit_arguments
+from pipelines.input_pipeline import fit_arguments, steps_per_epoch
 from pipelines.model import Models, build_models
 from pipelines.runtime import import_keras, seed_everything
-from pipelines.strategy import DistributionSetup, setup_distribution
+from pipelines.strategy import DistributionSetup, end_distribution, peer_failure, setup_distribution
 
 
 @dataclass
@@ -35,6 +34,7 @@ class TrainResult:
     epochs_run: int
     fit_seconds: float
     distribution: DistributionSetup
+    batching: dict  # global batch, this process's part of it, what it fed an epoch (for the run's tags)
 
     @property
     def best_epoch(self) -> int:
@@ -145,28 +145,74 @@ def _train(spec, dataset: Dataset, callbacks: tuple, resume: ResumeState | None)
     seed_everything(spec.train.seed, spec.train.deterministic)
     distribution = setup_distribution(spec.train.precision, cpu_bfloat16=builders.cpu_bfloat16_pays(spec.model.builder))
     batch_size = distribution.global_batch(spec.train.batch_size)
-    steps_per_epoch = math.ceil(len(dataset.train) / batch_size)
+    shard = distribution.shard()
+    steps = steps_per_epoch(len(dataset.train), batch_size, shard)
     with distribution.scope:
         models = build_models(spec, dataset)
-        compile_for_training(models, spec, steps_per_epoch)
+        compile_for_training(models, spec, steps)
 
     weights = class_weights(dataset.train.y, spec.num_classes, spec.train.class_weights) if spec.train.class_weights else None
-    phase = _Phase(spec, models, dataset, batch_size, tuple(callbacks), weights)
+    phase = _Phase(spec, models, dataset, batch_size, tuple(callbacks), weights, shard)
+    process_batch = distribution.process_batch(spec.train.batch_size)
+    batching = {"global_batch": batch_size, "process_batch": process_batch, "process_examples_per_epoch": steps * process_batch}
+    if distribution.cluster is not None:
+        print(f"[{spec.name}] {distribution.cluster.name}: global batch {batch_size} = {process_batch} examples from each of "
+              f"{distribution.processes} processes; this one feeds its shard, {steps * process_batch} of {len(dataset.train)} "
+              f"training examples an epoch ({steps} steps)", flush=True)
 
     started = time.perf_counter()
-    history = phase.fit(0, spec.train.epochs, resume.folder if resume else None, spec.train.seed)
-    if spec.train.fine_tune_epochs:
-        with distribution.scope:
-            _prepare_fine_tuning(spec, models, steps_per_epoch)
-        fine_tuned = phase.fit(
-            spec.train.epochs,
-            spec.train.epochs + spec.train.fine_tune_epochs,
-            resume.folder / "fine_tune" if resume else None,
-            spec.train.seed + 1,
-        )
-        history = {k: history.get(k, []) + fine_tuned.get(k, []) for k in {*history, *fine_tuned}}
+    try:
+        history = phase.fit(0, spec.train.epochs, resume.folder if resume else None, spec.train.seed)
+        if spec.train.fine_tune_epochs:
+            with distribution.scope:
+                _prepare_fine_tuning(spec, models, steps)
+            fine_tuned = phase.fit(
+                spec.train.epochs,
+                spec.train.epochs + spec.train.fine_tune_epochs,
+                resume.folder / "fine_tune" if resume else None,
+                spec.train.seed + 1,
+            )
+            history = {k: history.get(k, []) + fine_tuned.get(k, []) for k in {*history, *fine_tuned}}
+    except Exception as exc:
+        failure = peer_failure(exc)  # a dead peer: one line, not an XLA stack
+        if failure is None:
+            raise
+        raise failure from None
     fit_seconds = time.perf_counter() - started
-    return TrainResult(models, history, len(history.get("loss", [])), fit_seconds, distribution)
+    if distribution.cluster is not None:
+        models = _on_this_process(spec, dataset, models, distribution)
+    return TrainResult(models, history, len(history.get("loss", [])), fit_seconds, distribution, batching)
+
+
+def _on_this_process(spec, dataset: Dataset, models: Models, distribution: DistributionSetup) -> Models:
+    """The trained serving model as an ordinary one-process model: after a multi-process fit its
+    weights are arrays spanning every process, which this process cannot predict with or
+    export. Every process holds a full replica of them (data parallelism), so its own copy is
+    the model."""
+    values = [_local_value(variable) for variable in models.serving.weights]
+    end_distribution(distribution)
+    local = build_models(spec, dataset)
+    local.serving.set_weights(values)
+    return local
+
+
+def _local_value(variable) -> np.ndarray:
+    value = variable.value
+    shards = getattr(value, "addressable_shards", None)
+    if shards:  # a replicated global JAX array: this process's replica is the whole value
+        return np.asarray(shards[0].data)
+    return np.asarray(import_keras().ops.convert_to_numpy(value))
+
+
+def weights_sha256(model) -> str:
+    """A fingerprint of a model's weights (values, shapes and dtypes, in order): two processes
+    of one data-parallel run must print the same one, and so do two runs that trained alike."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(_local_value(weight))
+        digest.update(f"{weight.path}:{value.dtype}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -179,6 +225,7 @@ class _Phase:
     batch_size: int
     callbacks: tuple
     class_weight: dict | None
+    shard: tuple[int, int] | None = None  # (process, processes) in a multi-process run
 
     def fit(self, initial_epoch: int, epochs: int, backup: Path | None, seed: int) -> dict[str, list[float]]:
         keras = import_keras()
@@ -201,7 +248,7 @@ class _Phase:
                 )
             )
         history = self.models.training.fit(
-            **fit_arguments(self.dataset.train, self.batch_size, seed, training=True, skip_epochs=skip),
+            **fit_arguments(self.dataset.train, self.batch_size, seed, training=True, skip_epochs=skip, shard=self.shard),
             validation_data=validation,
             initial_epoch=initial_epoch,
             epochs=epochs,

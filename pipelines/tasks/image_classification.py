@@ -26,9 +26,11 @@ class ImageClassification(Task):
 
         dataset = loaded.data
         result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
-        tracker.set_tags(result.distribution.as_tags())
+        fingerprint = training.weights_sha256(result.models.serving)
+        tracker.set_tags({**result.distribution.as_tags(), **result.batching, "weights_sha256": fingerprint})
         return Fitted(result.models.serving, result.history, result.epochs_run, result.fit_seconds,
-                      examples_seen=len(dataset.train) * max(result.epochs_run, 1), extra={"models": result.models})
+                      examples_seen=len(dataset.train) * max(result.epochs_run, 1),
+                      extra={"models": result.models, "weights_sha256": fingerprint})
 
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
         from pipelines.evaluation import classification_report, headline, to_markdown, write_report
