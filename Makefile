@@ -29,7 +29,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart bench-gpu bench-serve-local mlflow-ui mlflow-server list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -74,6 +74,9 @@ $(TRAIN_TARGETS): train-%: $(STAMP) ## train a use case on its full data [DATA=s
 # Any other train-<name>: say which names exist instead of "No rule to make target".
 train-%:
 	@echo "error: unknown use case '$*'; choose one of: $(subst $(space),$(comma) ,$(USECASES))" >&2; exit 2
+
+lint: $(STAMP) ## ruff: pyflakes, import order, likely bugs (the settings are in pyproject.toml)
+	$(BIN)/ruff check pipelines tests benchmarks scripts
 
 list: $(STAMP) ## list the use cases, model builders and augmentations
 	@$(PIPELINES) list

@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from pipelines.serve import DEFAULT_WORKERS  # noqa: E402 - the serve verb's default, for the report
+
 RESULTS = REPO / "bench-results"
 STORE = RESULTS / "serve"
 PHASE_SECONDS = 120  # a phase stops early rather than run past this

@@ -50,7 +50,7 @@ COMPARISONS_EXPERIMENT = "comparisons"
 class Comparison:
     """The runs compared, one row each (`table`), and what the renderers need to know."""
 
-    table: "pandas.DataFrame"  # noqa: F821  (pandas is imported when a comparison is built)
+    table: pandas.DataFrame  # noqa: F821  (pandas is imported when a comparison is built)
     params: list[str]  # the params that differ between runs of a use case (union over use cases)
     metrics: list[str]  # headline metric columns, ranking metrics first
     source: str  # the tracking URI read
@@ -203,7 +203,7 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
     params = list(dict.fromkeys(name for names in differing.values() for name in names))
     for name in params:
         # Blank for a use case whose runs all agree on it: the column is about what differs.
-        differs = runs["usecase"].map(lambda usecase: name in differing[usecase])
+        differs = runs["usecase"].map(lambda usecase, name=name: name in differing[usecase])
         table[name] = runs[f"params.{name}"].where(differs)
     table["ranking_metric"] = runs["usecase"].map(ranking)
     table["score"] = [runs.at[i, f"metrics.{ranking[u]}"] if f"metrics.{ranking[u]}" in runs else float("nan")
@@ -214,7 +214,7 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
     metrics = sorted({m for name in present for m in others[name]}, key=known.index)
     for headline in metrics:
         # Shown for the use cases that report it beside their ranking metric (`score`), not twice.
-        reports = runs["usecase"].map(lambda usecase: headline in others[usecase])
+        reports = runs["usecase"].map(lambda usecase, headline=headline: headline in others[usecase])
         table[headline] = pd.Series(_column(runs, f"metrics.{headline}"), index=runs.index).where(reports)
     fit = pd.Series(float("nan"), index=runs.index)
     for name in FIT_TIME_METRICS:

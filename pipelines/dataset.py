@@ -22,7 +22,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, indices: np.ndarray) -> "Split":
+    def take(self, indices: np.ndarray) -> Split:
         x = self.x.iloc[indices].reset_index(drop=True) if hasattr(self.x, "iloc") else self.x[indices]
         return Split(x, self.y[indices])
 

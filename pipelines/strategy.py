@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pipelines.errors import PipelineError
 from pipelines.runtime import import_keras
 
-
 # A peer that stops sending heartbeats for this long is declared dead and the run fails (JAX's
 # default is 100 s); hosts that start at different times may take this long to join.
 PEER_TIMEOUT_ENV = "PIPELINES_PEER_TIMEOUT_SECONDS"

@@ -92,7 +92,7 @@ class Grid:
     axes: tuple  # ((key as given, (raw value, ...)), ...)
 
     @classmethod
-    def parse(cls, base, text: str) -> "Grid":
+    def parse(cls, base, text: str) -> Grid:
         axes = []
         for token in text.split():
             key, sep, values = token.partition("=")

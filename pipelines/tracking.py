@@ -142,7 +142,7 @@ class Tracker:
             self.mlflow.create_experiment(self.experiment, artifact_location=location)
         self.mlflow.set_experiment(self.experiment)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         nested = self.mlflow.active_run() is not None
         self.run = self.mlflow.start_run(run_id=self.resume_run_id, run_name=None if self.resume_run_id else self.run_name,
                                          nested=nested, tags=self.tags)

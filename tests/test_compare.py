@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli, trained_once
+
 from pipelines.errors import PipelineError, UsageError
 
 TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 300}

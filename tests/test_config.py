@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.__main__ import main
-
 from pipelines.config import apply_overrides, flatten, resolve_key, validate
 from pipelines.errors import UsageError
 from pipelines.usecases import get_spec

@@ -17,7 +17,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
 
 pytest.importorskip("jax", reason="multi-process training runs on the JAX backend (pip install jax, in the dev extra)")

@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from pipelines.builders import build
 from pipelines.builders.transfer import build_transfer
 from pipelines.config import apply_overrides
-from pipelines.builders import build
 from pipelines.explain import feature_layer, grad_cam, grad_cam_grid, pick_examples
 from pipelines.loaders import load_dataset
 from pipelines.usecases import get_spec

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import trained_once
+
 from pipelines.config import apply_overrides
 from pipelines.usecases import get_spec
 
@@ -95,9 +95,9 @@ def test_evaluate_verb_matches_train_metrics(trained, tmp_path):
 
 
 def test_predict_cli_reads_images_and_names_bad_files(trained, tmp_path):
+    from conftest import run_cli
     from PIL import Image
 
-    from conftest import run_cli
     from pipelines.loaders import load_dataset
 
     test = load_dataset(trained["spec"]).test
@@ -138,7 +138,6 @@ def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
     import time
 
     import mlflow
-
     from conftest import REPO
 
     args = [sys.executable, "-m", "pipelines", "train", "digits", "--data", "sample", "--no-export",
@@ -193,7 +192,6 @@ def test_sigkill_then_the_same_command_ends_as_if_never_killed(isolated):
     import time
 
     import mlflow
-
     from conftest import REPO
 
     command = train_command("train_limit=1000", "epochs=3")
@@ -229,8 +227,8 @@ def test_two_runs_at_once_keep_their_own_backups(isolated):
     import subprocess
 
     import mlflow
-
     from conftest import REPO
+
     from pipelines import paths
 
     dead = subprocess.Popen(["true"])
@@ -276,8 +274,8 @@ def test_a_fault_mid_run_fails_the_run_with_its_reason(isolated):
     import time
 
     import mlflow
-
     from conftest import REPO
+
     from pipelines import paths
 
     process = subprocess.Popen(train_command("train_limit=1000", "epochs=4"), cwd=REPO, stdout=subprocess.PIPE,

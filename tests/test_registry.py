@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import run_cli
+
 from pipelines.registry import CHALLENGER, CHAMPION, Candidate, decide, parse_reference
 
 METRIC = "test_accuracy"
@@ -116,9 +116,8 @@ def test_promote_by_hand_then_a_copied_models_folder_knows_its_champion(two_runs
 
 def sample_png(folder):
     import numpy as np
-    from PIL import Image
-
     from conftest import REPO
+    from PIL import Image
 
     path = folder / "digit.png"
     if not path.is_file():

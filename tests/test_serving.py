@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli, trained_once
 
 DIGITS_FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}

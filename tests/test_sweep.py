@@ -8,8 +8,8 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import REPO, run_cli
+
 from pipelines.config import apply_overrides
 from pipelines.errors import UsageError
 from pipelines.sweep import Grid, split_values, sweep_id

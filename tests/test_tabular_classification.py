@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, trained_once
+
 from pipelines.config import apply_overrides
 from pipelines.tasks.tabular_classification import metrics, youden_threshold
 from pipelines.usecases import get_spec

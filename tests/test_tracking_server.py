@@ -13,7 +13,6 @@ import time
 import urllib.request
 from contextlib import contextmanager
 
-
 from conftest import REPO
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import trained_once
+
 from pipelines.config import apply_overrides
 from pipelines.loaders import load_dataset
 from pipelines.usecases import get_spec

@@ -9,7 +9,6 @@ the harder image use cases.
 from __future__ import annotations
 
 import functools
-
 from typing import Annotated
 
 from pipelines.builders.fused_batch_norm import batch_normalization
