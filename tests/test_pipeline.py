@@ -128,6 +128,7 @@ def test_same_seed_same_metrics(isolated):
     assert first == second
 
 
+@pytest.mark.slow  # test_sigkill_then_the_same_command_ends_as_if_never_killed covers the harder case in `make test`
 def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
     """Ctrl-C after the first epoch, then the same command: training continues from the
     backup, in the same MLflow run, and the run ends FINISHED with every epoch logged."""
