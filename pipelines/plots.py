@@ -37,25 +37,22 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> Path:
-    """Rows are true classes, normalised to sum to 1 (recall on the diagonal); counts annotated."""
+    """scikit-learn's display, rows (true classes) normalised to sum to 1 (recall on the
+    diagonal), each cell annotated with its count as well."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = _pyplot()
     counts = np.asarray(matrix)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
     size = max(4.0, 0.6 * len(class_names) + 2)
     figure, axis = plt.subplots(figsize=(size + 1, size))
-    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    ticks = np.arange(len(class_names))
-    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
-    axis.set_yticks(ticks, class_names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    for i in range(len(class_names)):
-        for j in range(len(class_names)):
-            colour = "white" if normalised[i, j] > 0.5 else "black"
-            axis.text(j, i, f"{normalised[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=7, color=colour)
-    axis.set_title("confusion matrix (row-normalised)")
+    display = ConfusionMatrixDisplay(normalised, display_labels=class_names)
+    display.plot(ax=axis, cmap="Blues", xticks_rotation=45, values_format=".2f", colorbar=True, im_kw={"vmin": 0, "vmax": 1})
+    for (i, j), text in np.ndenumerate(display.text_):
+        text.set_text(f"{normalised[i, j]:.2f}\n({counts[i, j]})")
+        text.set_fontsize(7)
+    axis.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

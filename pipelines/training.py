@@ -94,7 +94,8 @@ class ResumeState:
 
 def class_weights(y: np.ndarray, num_classes: int, power: float = 1.0) -> dict[int, float]:
     """Inverse-frequency weights to the `power`: at 1 ("balanced") each class contributes
-    equally to the loss; absent classes get 0."""
+    equally to the loss; absent classes get 0. (Not sklearn's `compute_class_weight`: it
+    refuses a class missing from `y`, which a sample or a small fold can lack.)"""
     counts = np.bincount(y, minlength=num_classes).astype(float)
     weights = np.where(counts > 0, (len(y) / (num_classes * np.maximum(counts, 1))) ** power, 0.0)
     return {i: float(w) for i, w in enumerate(weights)}
