@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from results import record  # noqa: E402 - benchmarks/results.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench-results"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "digits"
@@ -109,6 +111,7 @@ def main() -> int:
     print("\n" + report)
     (RESULTS / "digits.md").write_text(f"# digits benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n\n" + report)
     (RESULTS / "digits.json").write_text(json.dumps(rows, indent=2))
+    record("digits", "digits: full MNIST, this pipeline vs the keras-io convnet", "make bench-digits", report, rows)
     return 0
 
 

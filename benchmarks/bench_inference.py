@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import record  # noqa: E402 - benchmarks/results.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench-results"
 SCRATCH = RESULTS / "inference"
@@ -226,6 +228,7 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "inference.md").write_text(report)
     (RESULTS / "inference.json").write_text(json.dumps(rows, indent=2))
+    record("inference", "inference: the SavedModels in-process", "make bench-serve-local", report, rows)
     return 0
 
 

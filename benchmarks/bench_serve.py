@@ -27,6 +27,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from results import record  # noqa: E402 - benchmarks/results.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from pipelines.serve import DEFAULT_WORKERS  # noqa: E402 - the serve verb's default, for the report
@@ -264,6 +266,8 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     (RESULTS / "serve.md").write_text(markdown + "\n")
+    record("serve", "serving: MLflow's scoring server vs the SavedModel in-process", "make bench-serve", markdown,
+           {"settings": settings, "rows": rows})
     print()
     print(markdown)
     return 1 if any(row["failures"] for row in rows) else 0
