@@ -57,6 +57,8 @@ else ifneq ($(GPU),)
 	$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu
 	$(BIN)/python -m pip install --quiet '$(TENSORFLOW_GPU)'
 endif
+	@echo ".venv/ is installed from pyproject.toml: $$($(BIN)/python -m pip freeze 2>/dev/null | grep -Ei '^(tensorflow([-_]cpu)?|keras|mlflow|jax)==' | tr '\n' ' ')"
+	@echo "make targets use it as it is; for python -m pipelines: source .venv/bin/activate"
 
 # The demo trains each default spec on its sample; fewer epochs where the sample converges sooner.
 DEMO_SET_clothing := --set epochs=6
