@@ -158,3 +158,12 @@ def test_python_snippets_run(scratch, trained_through_make):
         result = subprocess.run([sys.executable, "-c", snippet], cwd=scratch["root"], capture_output=True, text=True,
                                 timeout=120, env={**os.environ, **scratch["env"]})
         assert result.returncode == 0, f"{snippet}\n{result.stderr[-2000:]}"
+
+
+def test_make_install_answers_when_there_is_nothing_to_install():
+    """Run as written: an up-to-date .venv is reported, not met with "Nothing to be done"."""
+    assert ["make", "install"] in MAKE_COMMANDS
+    result = make("install", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" not in result.stdout + result.stderr
+    assert "keras==" in result.stdout and "source .venv/bin/activate" in result.stdout
