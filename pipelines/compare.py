@@ -73,11 +73,6 @@ class Comparison:
 # --- reading the store -----------------------------------------------------------------------
 
 
-def _store_has_no_database(uri: str) -> bool:
-    """A SQLite store that was never written to: say so instead of creating an empty one."""
-    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()
-
-
 def _registry(client, usecases: list[str]) -> dict[str, tuple[str, str]]:
     """run id -> (registered version, its aliases) for the models named after the use cases."""
     from mlflow.exceptions import MlflowException
@@ -103,12 +98,12 @@ def search_runs(usecases: list[str], last: int | None = None, filter_string: str
     (`mlflow.search_runs` columns plus `usecase`, `version` and `aliases`)."""
     import pandas as pd
 
-    from pipelines.tracking import _mlflow, tracking_uri
+    from pipelines.tracking import configured_mlflow, store_exists, tracking_uri
 
     uri = tracking_uri()
-    if _store_has_no_database(uri):
+    if not store_exists():  # say so instead of creating an empty store
         raise PipelineError(f"no MLflow runs yet ({uri} does not exist): train first, e.g. `make demo`")
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     # Only training runs: a sweep's parent run and `comparisons` runs have no test metrics.

@@ -37,6 +37,11 @@ class Dataset:
     val: Split | None = None  # an official validation split, when the data set has one
     val_origin: str = "official"  # or "carved from train" (set by pipelines.splits)
 
+    def describe(self) -> str:
+        """One line for the console: where the data came from, split sizes, content hash."""
+        val = len(self.val) if self.val is not None else 0
+        return f"{self.origin} data: train {len(self.train)}, val {val}, test {len(self.test)} (sha256 {self.sha256[:12]})"
+
     def check_images(self, input_shape: tuple, files_hint: str) -> None:
         """Fail early, naming the data, if arrays do not match what the spec serves.
 

@@ -78,15 +78,21 @@ def to_markdown(report: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report_text(report: dict, markdown: str, folder: Path) -> tuple[Path, Path]:
+    """report.json (for machines and MLflow) and report.md (for people) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, default=float))
+    md_path = folder / "report.md"
+    md_path.write_text(markdown)
+    return json_path, md_path
+
+
 def write_report(report: dict, folder: Path, title: str) -> list[Path]:
     """report.json, report.md and confusion_matrix.png in `folder`; returns the paths."""
     from pipelines.plots import plot_confusion_matrix
 
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path = folder / "report.json"
-    json_path.write_text(json.dumps(report, indent=2))
-    md_path = folder / "report.md"
-    md_path.write_text(to_markdown(report, title))
+    json_path, md_path = write_report_text(report, to_markdown(report, title), folder)
     png_path = plot_confusion_matrix(
         np.array(report["confusion_matrix"]), report["class_names"], folder / "confusion_matrix.png"
     )

@@ -53,7 +53,7 @@ def fit_arguments(split: Split, batch_size: int, seed: int, training: bool, skip
     dataset = dataset.cache()
     if not training:
         return {"x": dataset.batch(batch_size).prefetch(2)}
-    steps = math.ceil(len(split) / batch_size)
+    steps = steps_per_epoch(len(split), batch_size)
     dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat()
     dataset = dataset.skip(skip_epochs * steps).prefetch(2)
     return {"x": dataset, "steps_per_epoch": steps, "shuffle": False}

@@ -26,11 +26,6 @@ from pipelines.loaders import load_dataset
 from pipelines.runtime import has_tensorflow
 
 
-def describe_dataset(dataset) -> str:
-    val = len(dataset.val) if dataset.val is not None else 0
-    return f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} (sha256 {dataset.sha256[:12]})"
-
-
 def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
     """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
     register and gate the model. `tags` go on the run from its start (a sweep marks its
@@ -85,10 +80,6 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         evaluation = task.evaluate(spec, loaded, fitted, tracker, out)
         for path, folder in evaluation.files:
             tracker.log_artifact(path, folder)
-        for name, content in (("report.json", json.dumps(evaluation.report, indent=2, default=float)), ("report.md", evaluation.markdown)):
-            if not any(Path(path).name == name for path, _ in evaluation.files):
-                (out / name).write_text(content)
-                tracker.log_artifact(out / name, "evaluation")
         tracker.log_metrics(evaluation.metrics)
         judge_against_chance(spec, tracker, evaluation.metrics, loaded.chance_labels)
         try:
@@ -224,7 +215,7 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None)
     if metadata.get("usecase") != spec.name:
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
     dataset = load_dataset(spec)
-    say(f"[{spec.name}] evaluating {folder} on {describe_dataset(dataset)}")
+    say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
     loaded = tf.saved_model.load(str(folder))
     batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
     probabilities = np.concatenate(batches)

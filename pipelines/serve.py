@@ -46,22 +46,23 @@ def resolve_model_uri(usecase: str, reference: str | None) -> str:
       (`metadata.json`'s `mlflow_run_id`), which wraps that same SavedModel;
     - a folder holding an MLflow model (an `MLmodel` file), served as it is.
     """
-    from pipelines.tracking import _mlflow, tracking_uri
-
-    reference = reference or default_reference(usecase)
-    mlflow = _mlflow()
-    client = mlflow.MlflowClient(tracking_uri())
     from mlflow.exceptions import MlflowException
 
+    from pipelines.registry import parse_reference
+    from pipelines.tracking import mlflow_client, tracking_uri
+
+    reference = reference or default_reference(usecase)
+    client = mlflow_client()
     if reference.startswith("models:/"):
-        name, alias, version = _parse_models_uri(reference)
+        name, kind, value = parse_reference(reference)
         try:
-            if alias:
-                client.get_model_version_by_alias(name, alias)
+            if kind == "alias":
+                client.get_model_version_by_alias(name, value)
             else:
-                client.get_model_version(name, version)
+                client.get_model_version(name, value)
         except MlflowException:
-            raise PipelineError(f"no {'alias ' + repr(alias) if alias else 'version ' + version} for model '{name}' in "
+            what = f"alias {value!r}" if kind == "alias" else f"version {value}"
+            raise PipelineError(f"no {what} for model '{name}' in "
                                 f"{tracking_uri()}; {_what_exists(client, name)}") from None
         return reference
     if reference.startswith("runs:/"):
@@ -90,19 +91,6 @@ def resolve_model_uri(usecase: str, reference: str | None) -> str:
         raise PipelineError(f"{folder} was logged to run {run_id}, which is not in {tracking_uri()}; "
                             "set MLFLOW_TRACKING_URI to the store that trained it") from None
     return f"runs:/{run_id}/model"
-
-
-def _parse_models_uri(reference: str) -> tuple[str, str | None, str | None]:
-    rest = reference[len("models:/"):]
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        if name and alias and "/" not in name:
-            return name, alias, None
-    elif rest.count("/") == 1:
-        name, version = rest.split("/")
-        if name and version.isdigit():
-            return name, None, version
-    raise UsageError(f"'{reference}' is not models:/<name>@<alias> or models:/<name>/<version>")
 
 
 def _what_exists(client, name: str) -> str:

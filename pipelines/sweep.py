@@ -148,9 +148,9 @@ def sweep_id(base, keys: list[str]) -> str:
 
 
 def _find_runs(experiment: str, filter_string: str):
-    from pipelines.tracking import _mlflow, tracking_uri
+    from pipelines.tracking import configured_mlflow, tracking_uri
 
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:

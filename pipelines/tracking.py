@@ -33,7 +33,7 @@ def _local_artifact_root(uri: str) -> Path | None:
     return None
 
 
-def _mlflow():
+def configured_mlflow():
     configure_environment()
     import mlflow
 
@@ -51,7 +51,7 @@ def store_exists() -> bool:
 
 def mlflow_client():
     """A client of the configured store (tracking and registry), MLflow's chatter quieted."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.MlflowClient()
 def _serving_requirements() -> list[str]:
@@ -116,7 +116,7 @@ class Tracker:
 
     def __init__(self, experiment: str, run_name: str | None = None, resume_run_id: str | None = None,
                  tags: dict[str, Any] | None = None):
-        self.mlflow = _mlflow()
+        self.mlflow = configured_mlflow()
         uri = tracking_uri()
         self.mlflow.set_tracking_uri(uri)
         self.experiment = experiment

@@ -17,9 +17,7 @@ class ImageClassification(Task):
         dataset = load_dataset(spec)
         val = len(dataset.val) if dataset.val is not None else 0
         sizes = {"train_examples": len(dataset.train), "val_examples": val, "test_examples": len(dataset.test)}
-        description = (f"{dataset.origin} data: train {len(dataset.train)}, val {val}, test {len(dataset.test)} "
-                       f"(sha256 {dataset.sha256[:12]})")
-        return Loaded(dataset, dataset.origin, dataset.sha256, dataset.files, sizes, description, dataset.test.y)
+        return Loaded(dataset, dataset.origin, dataset.sha256, dataset.files, sizes, dataset.describe(), dataset.test.y)
 
     def fit(self, spec, loaded: Loaded, tracker, resume) -> Fitted:
         from pipelines import training

@@ -348,10 +348,14 @@ class TabularClassification(Task):
             for site, row in report.get(key, {}).items():
                 for model in ("keras", "baseline"):
                     logged.update({f"{prefix}_{model}_{site}_{k}": v for k, v in row[model].items() if np.isfinite(v)})
+        from pipelines.evaluation import write_report_text
+
+        markdown = to_markdown(spec, report)
+        files += [(path, "evaluation") for path in write_report_text(report, markdown, out / "evaluation")]
         headline = {f"cv {k}": v["mean"] for k, v in cv["summary"]["keras"].items()}
         summary = {"cv": cv["summary"], "threshold": report.get("threshold", {}).get("value")}
-        say(to_markdown(spec, report))
-        return Evaluation(report, to_markdown(spec, report), logged, headline, files, summary)
+        say(markdown)
+        return Evaluation(report, markdown, logged, headline, files, summary)
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
         train = loaded.data["train"]
