@@ -124,34 +124,38 @@ def test_each_point_is_a_finished_child_of_one_parent(swept):
         "comparison/comparison.csv", "comparison/comparison.md", "comparison/comparison.png"}
 
 
-def test_the_same_sweep_again_trains_nothing(swept, monkeypatch, capsys):
-    import pipelines.pipeline
+def test_the_same_sweep_again_trains_nothing(swept, capsys):
+    """Run for real: a finished point is skipped, so no child run is added."""
+    import mlflow
+
     from pipelines.sweep import run_sweep
 
-    monkeypatch.setattr(pipelines.pipeline, "run_train", lambda *a, **k: pytest.fail("a finished point was trained again"))
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent_id = swept["result"]["parent_run_id"]
+    before = {run.info.run_id for run in children(client, parent_id)}
     again = run_sweep(tiny_digits(), GRID, out_dir=swept["root"] / "again")
-    assert again["parent_run_id"] == swept["result"]["parent_run_id"]
+    assert again["parent_run_id"] == parent_id
+    assert {run.info.run_id for run in children(client, parent_id)} == before
     assert capsys.readouterr().out.count("skipped") == 2
 
 
-def test_an_unfinished_point_is_trained_again(swept, monkeypatch):
+def test_an_unfinished_point_is_trained_again(swept):
     """A child that failed (or was killed past its backup) is not finished: the rerun trains
-    that point only, under the same parent."""
+    that point only, for real, as a new child of the same parent."""
     import mlflow
 
-    import pipelines.pipeline
     from pipelines.sweep import run_sweep
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     parent_id = swept["result"]["parent_run_id"]
     failed = next(r for r in children(client, parent_id) if r.data.params["model.dropout"] == "0.4")
     client.set_terminated(failed.info.run_id, "FAILED")
-    trained = []
-    monkeypatch.setattr(pipelines.pipeline, "run_train", lambda spec, run_name, tags: trained.append((run_name, tags)))
+    before = {run.info.run_id for run in children(client, parent_id)}
     again = run_sweep(tiny_digits(), GRID, out_dir=swept["root"] / "again")
     assert again["parent_run_id"] == parent_id
-    assert [name for name, _ in trained] == ["dropout=0.4"]
-    assert trained[0][1]["sweep_id"] == swept["result"]["sweep_id"]
+    (new,) = [run for run in children(client, parent_id) if run.info.run_id not in before]
+    assert new.info.status == "FINISHED" and new.data.params["model.dropout"] == "0.4"
+    assert new.info.run_name == "dropout=0.4" and new.data.tags["sweep_id"] == swept["result"]["sweep_id"]
 
 
 def test_an_interrupted_child_resumes_as_the_same_child(isolated):
