@@ -94,8 +94,11 @@ bench: bench-digits bench-clothing bench-skin bench-heart ## run every benchmark
 bench-digits: $(STAMP) ## full MNIST: our digits pipeline vs the keras-io convnet, same run
 	$(BIN)/python benchmarks/bench_digits.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-bench-clothing bench-skin bench-heart: bench-%: $(STAMP) ## full data, default spec, beside published figures
+bench-clothing bench-heart: bench-%: $(STAMP) ## full data, default spec, beside published figures
 	$(BIN)/python benchmarks/bench_usecase.py $* $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-skin: $(STAMP) ## full DermaMNIST: both operating points of the default model beside class_weights=0.5, one run [EPOCHS=60]
+	$(BIN)/python benchmarks/bench_skin.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clothing/cucumber samples, on the GPU if any [EPOCHS=3]
 	$(BIN)/python benchmarks/bench_gpu.py $(if $(EPOCHS),--epochs $(EPOCHS))
@@ -147,10 +150,12 @@ PORT ?= 5001
 HOST ?= 127.0.0.1
 MODEL ?=
 WORKERS ?=
-SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS))
+OPERATING_POINT ?=
+SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT))
 .PHONY: bench-serve $(addprefix serve-,$(USECASES))
 
-$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [HOST=, warned]
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [HOST=, warned]
 	$(PIPELINES) serve $* $(SERVE_ARGS)
 
 bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process

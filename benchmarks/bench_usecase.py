@@ -2,7 +2,7 @@
 published references (the heart run also trains its logistic-regression baseline on the
 same folds, in the same run). Writes bench-results/<usecase>.{json,md}.
 
-Usage: python benchmarks/bench_usecase.py clothing|skin|heart [--data-dir DIR]
+Usage: python benchmarks/bench_usecase.py clothing|heart [--data-dir DIR]   (skin: bench_skin.py)
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ SHARED = REPO.parent / "shared" / "data"
 REFERENCES = {
     "clothing": [("2-conv + 3-FC CNN (Fashion-MNIST benchmark)", {"accuracy": 0.932}),
                  ("ResNet18 with augmentation", {"accuracy": 0.949}), ("best published", {"accuracy": 0.967})],
-    "skin": [("MedMNIST v2: ResNet-18 (28)", {"accuracy": 0.735, "macro_auc_ovr": 0.917}),
-             ("MedMNIST v2: Google AutoML Vision", {"accuracy": 0.768, "macro_auc_ovr": 0.914})],
     "heart": [("logistic-regression repositories", {"accuracy": 0.86, "roc_auc": 0.92}),
               ("keras-io FeatureSpace example (validation)", {"accuracy": 0.80})],
 }

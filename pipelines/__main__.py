@@ -35,6 +35,12 @@ MODEL_HELP = ("models:/<usecase>@<alias>, models:/<usecase>/<version> or a model
               "(default: the champion)")
 
 
+# pipelines.operating_points.POINTS, spelled out so --help does not import NumPy.
+OPERATING_POINTS = ("accuracy", "balanced")
+OPERATING_POINT_HELP = ("the decision rule: accuracy (argmax of the probabilities) or balanced (logit-adjusted for "
+                        "balanced accuracy, tau from the model's metadata); default: the model's own")
+
+
 def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True, usecase_optional: bool = False) -> None:
     parser.add_argument("usecase", nargs="?" if usecase_optional else None, help="a use case name (see `list`)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -68,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(evaluate)
     evaluate.add_argument("--model", metavar="REF", help=MODEL_HELP)
     evaluate.add_argument("--out", metavar="DIR", help="where to write the report")
+    evaluate.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
 
     export = verbs.add_parser("export", help="export the latest trained checkpoint")
     _add_spec_arguments(export, data=False)
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
     predict.add_argument("--model", metavar="REF", help=MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+    predict.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
 
     promote = verbs.add_parser("promote", help="move the registry alias 'champion' to a version")
     promote.add_argument("usecase", help="a use case name (see `list`)")
@@ -103,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("usecase", help="a use case name (see `list`)")
     serve.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version>, runs:/<run>/model "
                        "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
+    serve.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
@@ -169,7 +178,8 @@ def run(args) -> int:
     if args.verb == "serve":
         from pipelines.serve import serve
 
-        serve(args.usecase, args.model, port=args.port, host=args.host, **({"workers": args.workers} if args.workers else {}))
+        serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
+              **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         from pipelines.registry import promote
@@ -189,12 +199,15 @@ def run(args) -> int:
             print(f"[{args.usecase}] model: {model_dir} (the champion)", file=sys.stderr)
         if spec.task == "tabular_classification":
             from pipelines.export import read_metadata
+            from pipelines.operating_points import check_point
             from pipelines.predict_table import predict_csv, print_table_predictions
 
             metadata = read_metadata(model_dir)
+            check_point(args.operating_point, metadata, str(model_dir))
             failed = sum(print_table_predictions(predict_csv(model_dir, name), metadata, args.json) for name in args.files)
         else:
-            failed = print_predictions(predict_files(model_dir, args.files), as_json=args.json, model_dir=model_dir)
+            failed = print_predictions(predict_files(model_dir, args.files, operating_point=args.operating_point),
+                                       as_json=args.json, model_dir=model_dir)
         return 1 if failed else 0
 
     if args.verb == "compare":
@@ -221,7 +234,7 @@ def run(args) -> int:
     elif args.verb == "train":
         pipeline.run_train(spec, run_name=args.run_name)
     elif args.verb == "evaluate":
-        pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out)
+        pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out, operating_point=args.operating_point)
     elif args.verb == "export":
         pipeline.run_export(spec, checkpoint=args.checkpoint)
     elif args.verb == "sweep":

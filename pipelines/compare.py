@@ -37,6 +37,7 @@ SHORT_NAMES = {
     "test_macro_f1": "f1", "test_log_loss": "log_loss", "cv_keras_roc_auc_mean": "cv_auc",
     "cv_keras_accuracy_mean": "cv_acc", "cv_baseline_roc_auc_mean": "lr_auc",
     "fit_seconds": "fit_s", "examples_per_second": "ex/s",
+    "test_balanced_point_balanced_accuracy": "bal_acc@bal",  # skin's ranking metric (pipelines/operating_points.py)
 }
 TERMINAL_WIDTH = 100
 CELL_WIDTH = 14  # a wider cell (a path, a long tuple) is trimmed with "~"

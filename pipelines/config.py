@@ -97,6 +97,11 @@ class Spec:
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
     tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
+    # The decision rule `predict` and `serve` answer with (pipelines.operating_points.POINTS):
+    # argmax of the probabilities, or the logit-adjusted rule tuned for balanced accuracy.
+    # Both are measured on every image run and both travel with the exported model.
+    operating_point: Annotated[str, OneOf(("accuracy", "balanced"))] = "accuracy"
+    priority_classes: tuple = field(default=(), metadata=_FIXED)  # reported first, recall logged per point
     primary_metric: str = field(default="val_accuracy", metadata=_FIXED)  # what early stopping watches
     # The MLflow metric that ranks finished runs (`compare`) and gates the registry alias
     # `champion`; higher is better. Only runs on the same data (sha256) are ranked together.

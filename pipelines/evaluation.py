@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 
-def classification_report(y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple) -> dict:
+def classification_report(y_true: np.ndarray, probabilities: np.ndarray, class_names: tuple,
+                          predicted: np.ndarray | None = None) -> dict:
+    """Metrics of the decisions `predicted` (default: the argmax of `probabilities`); the
+    threshold-free ones (AUC, log loss) of the probabilities themselves."""
     from sklearn import metrics
 
     y_true = np.asarray(y_true)
-    y_pred = probabilities.argmax(axis=1)
+    y_pred = probabilities.argmax(axis=1) if predicted is None else np.asarray(predicted)
     labels = np.arange(len(class_names))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
@@ -88,11 +91,12 @@ def write_report_text(report: dict, markdown: str, folder: Path) -> tuple[Path, 
     return json_path, md_path
 
 
-def write_report(report: dict, folder: Path, title: str) -> list[Path]:
-    """report.json, report.md and confusion_matrix.png in `folder`; returns the paths."""
+def write_report(report: dict, folder: Path, title: str, markdown: str | None = None) -> list[Path]:
+    """report.json, report.md (`markdown`, default the plain report's) and confusion_matrix.png
+    in `folder`; returns the paths."""
     from pipelines.plots import plot_confusion_matrix
 
-    json_path, md_path = write_report_text(report, to_markdown(report, title), folder)
+    json_path, md_path = write_report_text(report, markdown or to_markdown(report, title), folder)
     png_path = plot_confusion_matrix(
         np.array(report["confusion_matrix"]), report["class_names"], folder / "confusion_matrix.png"
     )

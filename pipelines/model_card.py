@@ -29,7 +29,7 @@ def render(spec, metadata: dict, report: dict) -> str:
 |---|---|
 {metrics}
 
-## Intended use
+{_operating_points(report)}## Intended use
 {spec.intended_use or "Research and teaching."}
 
 ## Limitations
@@ -44,3 +44,12 @@ def _views(spec) -> str:
     if not transforms:
         return "none (one network pass per image)"
     return f"the served probabilities are the mean over {view_count(transforms)} views ({', '.join(transforms)} and their combinations)"
+
+
+def _operating_points(report: dict) -> str:
+    """Both decision rules of the one model (pipelines.operating_points), when it has them."""
+    if "operating_points" not in report:
+        return ""
+    from pipelines.operating_points import to_markdown
+
+    return "#" + to_markdown(report["operating_points"]) + "\n"

@@ -201,8 +201,11 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     return model_dir
 
 
-def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None) -> dict:
-    """Evaluate an exported SavedModel on the spec's test split, through its `serve` signature."""
+def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None, operating_point: str | None = None) -> dict:
+    """Evaluate an exported SavedModel on the spec's test split, through its `serve` signature,
+    deciding at `operating_point` (default: the model's own default); a model with operating
+    points also gets both side by side, at the priors and tau it was exported with."""
+    from pipelines import operating_points
     from pipelines.runtime import import_keras
 
     import_keras()
@@ -214,6 +217,8 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None)
     metadata = export.read_metadata(folder)
     if metadata.get("usecase") != spec.name:
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
+    operating_points.check_point(operating_point, metadata, str(folder))
+    points = operating_points.OperatingPoints.from_metadata(metadata)
     dataset = load_dataset(spec)
     say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
     loaded = tf.saved_model.load(str(folder))
@@ -221,9 +226,20 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None)
     probabilities = np.concatenate(batches)
     if probabilities.shape[1] == 1:  # P(positive) of a binary model -> both classes
         probabilities = np.hstack([1 - probabilities, probabilities])
-    report = classification_report(dataset.test.y, probabilities, spec.class_names)
+    title = f"{spec.title}: {folder} on {dataset.origin} test data"
+    if points is None:
+        report = classification_report(dataset.test.y, probabilities, spec.class_names)
+        markdown = to_markdown(report, title)
+    else:
+        point = operating_point or points.default
+        report = classification_report(dataset.test.y, probabilities, spec.class_names, points.decide(probabilities, point))
+        report["operating_point"] = point
+        report["operating_points"] = operating_points.report_section(
+            points, spec.class_names, dataset.test.y, probabilities, spec.priority_classes)
+        title += f", {point} operating point"
+        markdown = to_markdown(report, title) + "\n" + operating_points.to_markdown(report["operating_points"])
     target = Path(out_dir) if out_dir else paths.usecase_models_dir(spec.name) / "evaluations" / f"v{folder.name}-{dataset.origin}"
-    write_report(report, target, f"{spec.title}: {folder} on {dataset.origin} test data")
-    print(to_markdown(report, f"{spec.title}: version {folder.name}"), file=sys.stdout)
+    write_report(report, target, title, markdown)
+    print(markdown, file=sys.stdout)
     say(f"[{spec.name}] report: {target}")
     return report

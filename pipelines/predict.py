@@ -43,6 +43,7 @@ class Prediction:
     probability: float | None = None
     top: list[tuple[str, float]] | None = None
     error: str | None = None
+    operating_point: str | None = None  # the rule that chose `label`; None: argmax
 
 
 def read_image(path: Path, input_shape: tuple) -> np.ndarray:
@@ -99,11 +100,17 @@ def _to_mode(image, mode: str):
     return image.convert(mode)
 
 
-def predict_files(model_dir: Path, files: list[str], top_k: int = 3) -> list[Prediction]:
+def predict_files(model_dir: Path, files: list[str], top_k: int = 3, operating_point: str | None = None) -> list[Prediction]:
+    """`label` is decided at `operating_point` (default: the model's own default, see
+    pipelines.operating_points); `top` lists the most probable classes whatever the rule."""
     from pipelines.export import call_serving, read_metadata
+    from pipelines.operating_points import OperatingPoints, check_point
     from pipelines.runtime import import_keras
 
     metadata = read_metadata(model_dir)
+    check_point(operating_point, metadata, str(model_dir))
+    points = OperatingPoints.from_metadata(metadata)
+    point = (operating_point or points.default) if points else None
     shape = tuple(metadata["input_shape"])
     classes = metadata["class_names"]
     predictions, images, readable = [], [], []
@@ -120,11 +127,13 @@ def predict_files(model_dir: Path, files: list[str], top_k: int = 3) -> list[Pre
 
         loaded = tf.saved_model.load(str(model_dir))
         probabilities = call_serving(loaded, np.stack(images))
-        for index, row in zip(readable, probabilities):
+        decided = points.decide(probabilities, point) if points else probabilities.argmax(axis=1)
+        for index, row, choice in zip(readable, probabilities, decided):
             order = np.argsort(row)[::-1][:top_k]
-            predictions[index].label = classes[order[0]]
-            predictions[index].probability = float(row[order[0]])
+            predictions[index].label = classes[choice]
+            predictions[index].probability = float(row[choice])
             predictions[index].top = [(classes[i], float(row[i])) for i in order]
+            predictions[index].operating_point = point
     return predictions
 
 
@@ -140,8 +149,9 @@ def print_predictions(predictions: list[Prediction], as_json: bool = False, mode
             continue
         if as_json:
             print(json.dumps({"file": item.path, "label": item.label, "probability": item.probability, "top": item.top,
-                              "model": str(model_dir)}))
+                              "operating_point": item.operating_point, "model": str(model_dir)}))
         else:
-            others = ", ".join(f"{label} {p:.3f}" for label, p in item.top[1:])
-            print(f"{item.path}: {item.label} ({item.probability:.3f})" + (f"  [then {others}]" if others else ""))
+            others = ", ".join(f"{label} {p:.3f}" for label, p in item.top if label != item.label)
+            point = f", {item.operating_point} point" if item.operating_point == "balanced" else ""
+            print(f"{item.path}: {item.label} ({item.probability:.3f}{point})" + (f"  [then {others}]" if others else ""))
     return failed

@@ -10,6 +10,7 @@ class names and refuses bad requests with HTTP 400.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 from pathlib import Path
@@ -108,8 +109,9 @@ def _what_exists(client, name: str) -> str:
 
 
 def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST,
-          workers: int = DEFAULT_WORKERS) -> None:
-    """Resolve, check, then exec `mlflow models serve` (never returns)."""
+          workers: int = DEFAULT_WORKERS, operating_point: str | None = None) -> None:
+    """Resolve, check, then exec `mlflow models serve` (never returns). `operating_point`
+    overrides the model's default decision rule (via MLflow's SERVING_MODEL_CONFIG)."""
     from pipelines.runtime import configure_environment
     from pipelines.tracking import tracking_uri
     from pipelines.usecases import get_spec
@@ -121,6 +123,16 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
         raise UsageError(f"--workers {workers}: at least 1")
     configure_environment()
     model_uri = resolve_model_uri(usecase, reference)
+    model_config = {}
+    if operating_point:
+        from pipelines.export import read_metadata
+        from pipelines.operating_points import check_point
+        from pipelines.registry import resolve_model_dir
+
+        folder = resolve_model_dir(usecase, reference)
+        check_point(operating_point, read_metadata(folder), str(folder))
+        model_config = {"SERVING_MODEL_CONFIG": json.dumps({**json.loads(os.environ.get("SERVING_MODEL_CONFIG") or "{}"),
+                                                            "operating_point": operating_point})}
     if not is_loopback(host):
         print(f"warning: serving on {host}, reachable from other machines: the server has no authentication or TLS",
               file=sys.stderr)
@@ -133,6 +145,7 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri(),
+        **model_config,
     }
     command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
                "-h", host, "-p", str(port), "-w", str(workers)]

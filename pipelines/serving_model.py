@@ -22,7 +22,8 @@ Why a wrapper rather than the Keras flavour:
 Settings (the logged `model_config`, overridable at serve time through MLflow's
 `SERVING_MODEL_CONFIG` environment variable, a JSON object):
 `max_batch_size` (1024), `intra_op_threads` and `inter_op_threads` (TensorFlow thread pools;
-0 = TensorFlow's default).
+0 = TensorFlow's default), `operating_point` (`accuracy` or `balanced`; default: the one in the
+model's metadata, see pipelines/operating_points.py).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         self.class_names = [str(name) for name in self.metadata["class_names"]]
         threshold = self.metadata.get("threshold")
         self.threshold = float(threshold) if threshold is not None else 0.5
+        self.label_offsets = self._label_offsets(self.metadata.get("operating_points"), config.get("operating_point"))
         self.loaded = tf.saved_model.load(folder)  # keep a reference: its functions need it alive
         self.function = self.loaded.signatures["serving_default"]
         self.input_specs = self.function.structured_input_signature[1]  # {name: TensorSpec}
@@ -195,6 +197,20 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
 
     # Both
 
+    @staticmethod
+    def _label_offsets(points: dict | None, requested: str | None):
+        """What the `balanced` operating point subtracts from log p(y|x): tau * log prior(y)
+        (pipelines.operating_points.adjusted_log_scores, repeated here: this file imports
+        nothing from the package). None: labels are the argmax."""
+        if requested not in (None, "accuracy", "balanced"):
+            raise MlflowException(f"operating_point '{requested}': choose accuracy or balanced")
+        point = requested or (points or {}).get("default", "accuracy")
+        if point == "accuracy":
+            return None
+        if not points:
+            raise MlflowException("operating_point 'balanced' needs priors and tau in metadata.json; this model has none")
+        return float(points["tau"]) * np.log(np.asarray(points["priors"], np.float64))
+
     def _check_batch_size(self, size: int) -> None:
         if size > self.max_batch_size:
             raise bad_request(f"batch of {size} exceeds the limit of {self.max_batch_size} a request; split it")
@@ -220,6 +236,9 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
             positive = probabilities[:, -1].astype(np.float64)
             probabilities = np.stack([1.0 - positive, positive], axis=1)
             labels = [self.class_names[int(p >= self.threshold)] for p in positive]
+        elif self.label_offsets is not None:
+            scores = np.log(np.clip(probabilities.astype(np.float64), 1e-12, 1.0)) - self.label_offsets
+            labels = [self.class_names[i] for i in scores.argmax(axis=1)]
         else:
             labels = [self.class_names[i] for i in probabilities.argmax(axis=1)]
         records = [dict(zip(self.class_names, row)) for row in probabilities.astype(np.float64).tolist()]

@@ -250,3 +250,9 @@ def test_export_stays_loadable_by_tensorflow_serving(digits):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "DT_UINT8" in shown.stdout and "(-1, 28, 28)" in shown.stdout, shown.stdout
     assert "outputs[" in shown.stdout and "DT_FLOAT" in shown.stdout, shown.stdout
+
+
+def test_serve_refuses_an_operating_point_the_model_lacks(heart):
+    result = run_cli("serve", "heart", "--operating-point", "balanced", env=heart["env"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has no operating points" in result.stderr and result.stderr.strip().count("\n") == 0

@@ -32,9 +32,10 @@ def test_augmentation_is_chosen_per_use_case():
     assert "flip" in get_spec("skin").model.augmentation  # a lesion has no up or left
 
 
-def test_skin_defaults_to_class_weights_and_says_not_a_medical_device():
+def test_skin_serves_the_balanced_point_of_an_unweighted_model_and_says_not_a_medical_device():
     spec = get_spec("skin")
-    assert spec.train.class_weights > 0
+    assert spec.train.class_weights == 0 and spec.operating_point == "balanced"  # issue 16: decide after training
+    assert spec.priority_classes == ("mel",) and spec.ranking_metric == "test_balanced_point_balanced_accuracy"
     assert "not a medical device" in spec.limitations.lower()
 
 
@@ -49,8 +50,10 @@ def test_skin_run_logs_report_and_grad_cam(skin_run):
 
     client = mlflow.MlflowClient(f"sqlite:///{skin_run['root'] / 'mlflow.db'}")
     run = client.get_run(skin_run["summary"]["run_id"])
-    for metric in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_macro_auc_ovr"):
+    for metric in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_macro_auc_ovr", "operating_point_tau",
+                   "test_balanced_point_balanced_accuracy", "test_recall_mel", "test_balanced_point_recall_mel"):
         assert metric in run.data.metrics, metric
+    assert "evaluation/operating_points.png" in {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert run.data.params["train.class_weights"] == str(skin_run["spec"].train.class_weights)
     assert "explanations/grad_cam.png" in {a.path for a in client.list_artifacts(run.info.run_id, "explanations")}
     assert "evaluation/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -98,4 +101,10 @@ def test_registered_mlflow_model_loads_without_this_package(skin_run):
     classes = skin_run["spec"].class_names
     probabilities = np.array([[record[name] for name in classes] for record in records])
     np.testing.assert_allclose(probabilities, loaded.serve(tf.constant(images)).numpy(), atol=1e-5)
-    assert [record["label"] for record in records] == [classes[i] for i in probabilities.argmax(axis=1)]
+    # Labelled at the model's default operating point (skin: balanced), as `predict` labels them.
+    from pipelines.export import read_metadata
+    from pipelines.operating_points import OperatingPoints
+
+    points = OperatingPoints.from_metadata(read_metadata(Path(skin_run["summary"]["exported_to"])))
+    assert points.default == "balanced"
+    assert [record["label"] for record in records] == [classes[i] for i in points.decide(probabilities)]

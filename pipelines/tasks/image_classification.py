@@ -31,18 +31,31 @@ class ImageClassification(Task):
                       extra={"models": result.models, "weights_sha256": fingerprint})
 
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
+        from pipelines import operating_points
         from pipelines.evaluation import classification_report, headline, to_markdown, write_report
         from pipelines.training import predict_probabilities
 
-        test = loaded.data.test
+        dataset = loaded.data
+        test = dataset.test
         probabilities = predict_probabilities(fitted.model, test.x)
         fitted.extra["test_probabilities"] = probabilities
         report = classification_report(test.y, probabilities, spec.class_names)
+        # Both decision rules from the one model; tau is chosen on validation data, never on test.
+        validation = (dataset.val.y, predict_probabilities(fitted.model, dataset.val.x)) if dataset.val is not None else None
+        points, curve = operating_points.choose(spec.class_names, dataset.train.y, validation, spec.operating_point)
+        report["operating_points"] = operating_points.report_section(
+            points, spec.class_names, test.y, probabilities, spec.priority_classes, curve)
         title = f"{spec.title}: test report"
-        files = [(path, "evaluation") for path in write_report(report, out / "evaluation", title)]
+        markdown = to_markdown(report, title) + "\n" + operating_points.to_markdown(report["operating_points"])
+        files = [(path, "evaluation") for path in write_report(report, out / "evaluation", title, markdown)]
+        files.append((operating_points.plot_curve(report["operating_points"], out / "operating_points.png"), "evaluation"))
         measured = headline(report)
-        return Evaluation(report, to_markdown(report, title), {f"test_{k}": v for k, v in measured.items()},
-                          {f"test {k}": v for k, v in measured.items()}, files, {"test": measured})
+        balanced = report["operating_points"]["points"]["balanced"]
+        printed = {f"test {k}": v for k, v in measured.items()}
+        printed[f"balanced point (tau {balanced['tau']:.2f}) balanced_accuracy"] = balanced["balanced_accuracy"]
+        metrics = {f"test_{k}": v for k, v in measured.items()}
+        metrics.update(operating_points.metrics(report["operating_points"]))
+        return Evaluation(report, markdown, metrics, printed, files, {"test": measured})
 
     def diagnose(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> None:
         from pipelines.runtime import import_keras
@@ -59,6 +72,7 @@ class ImageClassification(Task):
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
         from pipelines.evaluation import headline
+        from pipelines.operating_points import OperatingPoints
 
         return {
             "input_shape": list(spec.input_shape),
@@ -67,6 +81,7 @@ class ImageClassification(Task):
             "val_origin": loaded.data.val_origin,
             "epochs_run": fitted.epochs_run,
             "test_metrics": headline(evaluation.report),
+            "operating_points": OperatingPoints.from_metadata(evaluation.report).as_metadata(),
         }
 
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:

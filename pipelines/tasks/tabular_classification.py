@@ -276,6 +276,7 @@ _IMAGE_ONLY_KEYS = frozenset({
     "data.val_fraction", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
     "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
+    "operating_point",  # a binary model has its decision threshold instead
 })
 
 
