@@ -80,9 +80,17 @@ class TabularConfig:
     categorical: tuple = field(default=(), metadata=_FIXED)
     target: Annotated[str, OneOf(("binary", "severity"))] = "binary"  # heart: num > 0, or num 0-4
     train_sites: tuple = ("cleveland",)  # what the exported model is trained on
-    cv_folds: Annotated[int, Range(min=2)] = 5  # repeated stratified k-fold on the training sites
-    cv_repeats: AtLeastOne = 5
     external_validation: bool = True  # test on the other sites; leave-one-site-out on all
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """How a model is judged, for every task (`pipelines.cross_validation`): on the held-out test
+    split (`cv_folds=0`, image use cases), or by repeated stratified k-fold cross-validation over
+    all the data, after which the exported model is trained on all of it (the tabular task always)."""
+
+    cv_folds: NonNegative = 0  # 0: the held-out test split; else k >= 2 folds
+    cv_repeats: AtLeastOne = 1  # how many times the k folds are drawn (reshuffled); cv_folds x cv_repeats fits
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Spec:
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = TrainConfig()
+    validation: ValidationConfig = ValidationConfig()
     export: ExportConfig = ExportConfig()
     tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
     # The decision rule `predict` and `serve` answer with (pipelines.operating_points.POINTS):
@@ -258,11 +267,25 @@ def _check_rules(spec: Spec, entry) -> None:
         raise UsageError(f"data.val_fraction={spec.data.val_fraction}: with test_fraction {test_fraction} it leaves no training data")
     for entry_text in spec.model.augmentation:
         augmentation.parse(entry_text)
+    _check_validation(spec)
     if spec.task == "image_classification":
         test_time_augmentation.check(spec.model.test_time_augmentation, spec.input_shape)
     weights = spec.model.params.get("weights")
     if isinstance(weights, str) and weights not in ("imagenet", "none", "") and not Path(weights).expanduser().is_file():
         raise UsageError(f"model.weights={weights}: no such file; use imagenet, none, or the path of a no-top weight file")
+
+
+def _check_validation(spec: Spec) -> None:
+    folds, repeats = spec.validation.cv_folds, spec.validation.cv_repeats
+    if folds == 1:
+        raise UsageError("validation.cv_folds=1: must be 0 (the held-out test split) or at least 2 folds")
+    if spec.task == "tabular_classification" and not folds:
+        raise UsageError(f"validation.cv_folds=0: {spec.name} is judged by cross-validation only; give at least 2 folds")
+    if repeats > 1 and not folds:
+        raise UsageError(f"validation.cv_repeats={repeats} repeats cross-validation, which is off (cv_folds=0): set cv_folds too")
+    if folds and spec.task == "image_classification" and spec.train.early_stopping_patience:
+        raise UsageError(f"train.early_stopping_patience={spec.train.early_stopping_patience}: with cv_folds every fit runs all its "
+                         "epochs (the final model, trained on all the data, has nothing to stop on); set one of them to 0")
 
 
 def _show(value: Any) -> str:
