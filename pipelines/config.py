@@ -31,6 +31,9 @@ class DataConfig:
     val_fraction: Fraction = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
     train_limit: NonNegative = 0  # keep at most this many training examples (0: all); for quick runs
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
+    # Photos of each object stacked as channels, RGB after RGB: 3 reads CUCUMBER-9 prototype 2
+    # (three views of each cucumber) and serves (32, 32, 9) (`pipelines.tasks.image_classification.stacked_views`).
+    views: AtLeastOne = 1
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,8 @@ def _check_rules(spec: Spec, entry) -> None:
     for entry_text in spec.model.augmentation:
         augmentation.parse(entry_text)
     _check_validation(spec)
+    if spec.data.views > 1 and (spec.task != "image_classification" or len(spec.input_shape) != 3):
+        raise UsageError(f"data.views={spec.data.views} stacks RGB photos as channels: only colour image use cases have views")
     if spec.task == "image_classification":
         test_time_augmentation.check(spec.model.test_time_augmentation, spec.input_shape)
     weights = spec.model.params.get("weights")

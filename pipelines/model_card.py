@@ -16,7 +16,7 @@ def render(spec, metadata: dict, report: dict) -> str:
 ## Model
 - Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
 - Test-time augmentation: {_views(spec)}.
-- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255; scaling happens inside the model.
+- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255{_stacked(spec)}; scaling happens inside the model.
 - Output: probabilities over {spec.num_classes} classes: {", ".join(spec.class_names)}.
 - Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
 
@@ -53,3 +53,8 @@ def _operating_points(report: dict) -> str:
     from pipelines.operating_points import to_markdown
 
     return "#" + to_markdown(report["operating_points"]) + "\n"
+
+
+def _stacked(spec) -> str:
+    views = spec.data.views
+    return f"; {views} photos of each object, RGB after RGB (view i is channels 3i to 3i+2)" if views > 1 else ""

@@ -24,6 +24,7 @@ from pipelines.errors import PipelineError
 from pipelines.evaluation import chance_level, classification_report, to_markdown, write_report
 from pipelines.loaders import load_dataset
 from pipelines.runtime import has_tensorflow
+from pipelines.tasks import get_task
 
 
 def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
@@ -32,7 +33,6 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
     from pipelines import strategy, training
     from pipelines.plots import plot_history
-    from pipelines.tasks import get_task
     from pipelines.tracking import Tracker, git_commit
 
     task = get_task(spec.task)
@@ -186,6 +186,7 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
 
     if spec.task == "tabular_classification":
         raise PipelineError(f"'{spec.name}' models are exported by `train` (its final model fits in seconds); run `make train-{spec.name}`")
+    spec = get_task(spec.task).prepare(spec)
     keras = import_keras()
     path = Path(checkpoint) if checkpoint else paths.checkpoints_dir(spec.name) / "latest.keras"
     if not path.is_file():
@@ -219,6 +220,7 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
     operating_points.check_point(operating_point, metadata, str(folder))
     points = operating_points.OperatingPoints.from_metadata(metadata)
+    spec = get_task(spec.task).prepare(spec)
     dataset = load_dataset(spec)
     say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
     loaded = tf.saved_model.load(str(folder))

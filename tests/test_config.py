@@ -106,6 +106,8 @@ def test_domains_of_other_tasks_and_builders():
         ("heart", ["cv_folds=1"], "validation.cv_folds=1: must be 0"),
         ("digits", ["cv_repeats=3"], "validation.cv_repeats=3 repeats cross-validation, which is off (cv_folds=0)"),
         ("skin", ["cv_folds=5", "early_stopping_patience=3"], "train.early_stopping_patience=3: with cv_folds every fit runs"),
+        ("digits", ["views=3"], "data.views=3 stacks RGB photos as channels: only colour image use cases"),
+        ("cucumber", ["views=0"], "data.views=0: must be >= 1"),
     ],
 )
 def test_cross_validation_and_views_rules(usecase, overrides, message):

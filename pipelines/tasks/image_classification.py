@@ -3,13 +3,26 @@ serving model on the official test split, explain it with Grad-CAM."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from pipelines.console import say
 from pipelines.tasks import Evaluation, Fitted, Loaded, Task
+
+
+def stacked_views(spec):
+    """`data.views=k` photos of each object, stored RGB after RGB as 3k channels (CUCUMBER-9
+    prototype 2: k = 3, 32x32x9): the input shape the loader checks and the model serves."""
+    if spec.data.views == 1:
+        return spec
+    return dataclasses.replace(spec, input_shape=(*spec.input_shape[:2], 3 * spec.data.views))
 
 
 class ImageClassification(Task):
     # Tabular settings live in `spec.tabular`, which image specs do not have: nothing else to refuse.
     resumable = True
+
+    def prepare(self, spec):
+        return stacked_views(spec)
 
     def load(self, spec) -> Loaded:
         from pipelines.loaders import load_dataset
@@ -63,6 +76,9 @@ class ImageClassification(Task):
         if import_keras().backend.backend() != "tensorflow":
             say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
             return
+        if spec.data.views > 1:
+            say(f"[{spec.name}] Grad-CAM skipped: it explains one image, this model takes {spec.data.views} views at once")
+            return
         from pipelines.explain import grad_cam_grid
 
         test = loaded.data.test
@@ -77,6 +93,7 @@ class ImageClassification(Task):
         return {
             "input_shape": list(spec.input_shape),
             "input_dtype": "uint8",
+            "views": spec.data.views,
             **loaded.sizes,
             "val_origin": loaded.data.val_origin,
             "epochs_run": fitted.epochs_run,

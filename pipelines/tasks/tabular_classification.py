@@ -262,7 +262,7 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 # What a small-table run never reads: no augmentation, views, precision policy, backbone,
 # early stopping (CV fixes the epochs) or subsampling (CV uses every row).
 _IMAGE_ONLY_KEYS = frozenset({
-    "data.val_fraction", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
+    "data.val_fraction", "data.views", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
     "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
     "operating_point",  # a binary model has its decision threshold instead

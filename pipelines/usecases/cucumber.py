@@ -1,4 +1,5 @@
-"""Cucumber grading: CUCUMBER-9 prototype 1, 32x32 colour photos from above, 9 grades.
+"""Cucumber grading: CUCUMBER-9 prototype 1, 32x32 colour photos from above, 9 grades
+(prototype 2, three views of each cucumber as 9 channels: `--set views=3`).
 
 Transfer learning from an ImageNet-pretrained MobileNet (alpha 0.25, 0.2M parameters): the
 bundled data is only the 495-image official test batch, far too little to learn features
