@@ -64,6 +64,8 @@ endif
 DEMO_SET_clothing := --set epochs=6
 DEMO_SET_skin := --set epochs=10
 DEMO_SET_heart := --set cv_repeats=1
+# cucumber cross-validates (5 folds + the final fit); a third of the epochs keeps it to a minute or two.
+DEMO_SET_cucumber := --set epochs=6 --set fine_tune_epochs=4
 
 demo: $(STAMP) ## train every use case on the data bundled in data/samples/ (offline, a few minutes)
 	@$(foreach usecase,$(USECASES),$(PIPELINES) train $(usecase) --data sample --run-name demo $(DEMO_SET_$(usecase)) && ) true

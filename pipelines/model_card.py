@@ -7,8 +7,17 @@ from pipelines.evaluation import headline
 
 
 def render(spec, metadata: dict, report: dict) -> str:
-    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in headline(report).items())
     shape = ", ".join(str(s) for s in spec.input_shape)
+    if "cross_validation" in report:  # the final model trained on all the data: the estimate is the CV one
+        split = f"- Trained on all {metadata['train_examples']} images. Estimate: {report['protocol']}."
+        title = "Cross-validated metrics (mean +- sd over the folds)"
+        rows = {k: f"{v['mean']:.4f} +- {v['sd']:.4f}" for k, v in report["cross_validation"].items()}
+    else:
+        split = (f"- Split: train {metadata['train_examples']}, validation {metadata['val_examples']}, test {metadata['test_examples']} "
+                 f"(official test split; validation: {metadata.get('val_origin', 'official')}).")
+        title = "Test metrics"
+        rows = {k: f"{v:.4f}" for k, v in headline(report).items()}
+    metrics = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
     return f"""# Model card: {spec.title} (`{spec.name}`)
 
 {spec.description}
@@ -22,9 +31,9 @@ def render(spec, metadata: dict, report: dict) -> str:
 
 ## Data
 - Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.
-- Split: train {metadata["train_examples"]}, validation {metadata["val_examples"]}, test {metadata["test_examples"]} (official test split; validation: {metadata.get("val_origin", "official")}).
+{split}
 
-## Test metrics
+## {title}
 | metric | value |
 |---|---|
 {metrics}

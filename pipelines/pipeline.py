@@ -60,8 +60,9 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         tracker.log_params({**config.flatten(spec), **loaded.sizes})
         tracker.log_dict(spec.to_dict(), "spec.json")
         tracker.log_dict(loaded.files, "data_files_sha256.json")
+        # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
         tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
-                          "git_commit": commit, "verb": "train", **package_versions()})
+                          "git_commit": commit, "verb": "train", "ranking_metric": spec.ranking_metric, **package_versions()})
 
         fitted = task.fit(spec, loaded, tracker, resume)
         if cluster is not None:
@@ -223,6 +224,9 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
     spec = get_task(spec.task).prepare(spec)
     dataset = load_dataset(spec)
     say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
+    if metadata.get("trained_on_all_data") and metadata.get("data_sha256") == dataset.sha256:
+        say(f"warning: [{spec.name}] {folder} was trained on every image of this data (a cross-validated run): these test "
+            "figures are on training images; its estimate is the cross-validation in its report.json")
     loaded = tf.saved_model.load(str(folder))
     batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
     probabilities = np.concatenate(batches)
