@@ -64,6 +64,7 @@ def test_names_and_the_ranking_metric_of_a_cross_validated_run():
     assert cross_validation.metric_name("keras", "roc_auc", "sd") == "cv_keras_roc_auc_sd"
     assert cross_validation.metric_name("", "accuracy") == "fold_accuracy"
     assert cross_validation.ranking_metric("test_balanced_accuracy") == "cv_balanced_accuracy_mean"
+    assert cross_validation.ranking_metric("test_balanced_point_balanced_accuracy") == "cv_balanced_point_balanced_accuracy_mean"
     assert cross_validation.ranking_metric("cv_keras_roc_auc_mean") == "cv_keras_roc_auc_mean"
 
 

@@ -41,7 +41,8 @@ def test_the_run_logs_each_fold_and_is_ranked_by_the_cv_mean(trained):
     assert [m.step for m in folds] == [0, 1]
     assert run.data.metrics["cv_accuracy_mean"] == pytest.approx(np.mean([m.value for m in folds]))
     assert run.data.metrics["cv_accuracy_sd"] == pytest.approx(np.std([m.value for m in folds], ddof=1))
-    assert {"cv_balanced_accuracy_mean", "cv_macro_auc_ovr_mean", "cv_macro_auc_ovr_sd", "chance_level"} <= set(run.data.metrics)
+    assert {"cv_balanced_accuracy_mean", "cv_macro_auc_ovr_mean", "cv_macro_auc_ovr_sd", "chance_level",
+            "cv_balanced_point_balanced_accuracy_mean", "operating_point_tau"} <= set(run.data.metrics)
     assert not [name for name in run.data.metrics if name.startswith("test_")]  # no held-out split, no held-out figure
     assert run.data.tags["ranking_metric"] == "cv_accuracy_mean"
     assert run.data.tags["registry_reason"].startswith(("the first version", "cv_accuracy_mean"))
@@ -61,6 +62,8 @@ def test_the_exported_model_takes_three_views_and_says_how_it_was_judged(trained
     assert metadata["input_shape"] == [32, 32, 9] and metadata["views"] == 3 and metadata["trained_on_all_data"]
     assert "repeated stratified 2-fold cross-validation over 135 examples" in metadata["evaluation"]
     assert "test_metrics" not in metadata and set(metadata["cv_metrics"]["accuracy"]) == {"mean", "sd"}
+    # The decision rules travel as for a held-out run; tau was chosen on the out-of-fold predictions.
+    assert len(metadata["operating_points"]["priors"]) == 9 and "out-of-fold" in metadata["operating_points"]["tau_source"]
     report = json.loads((model_dir / "report.json").read_text())
     assert report["out_of_fold"]["examples"] == 135 and len(report["per_fold"]) == 2
     card = (model_dir / "MODEL_CARD.md").read_text()

@@ -209,35 +209,47 @@ def _evaluate_cross_validated(spec, loaded: Loaded, fitted: Fitted, out) -> Eval
     from pipelines.plots import plot_confusion_matrix
 
     cv = fitted.extra["cv"]
-    summary, folds = cv["summary"][""], cv["folds"][""]
-    pooled = classification_report(cv["out_of_fold"]["y"], cv["out_of_fold"][""], spec.class_names)
+    oof_y, oof_p = cv["out_of_fold"]["y"], cv["out_of_fold"][""]
+    # The exported model's decision rules (pipelines.operating_points): priors from every image it
+    # trained on, tau chosen on the pooled out-of-fold predictions, the only images no model of this
+    # run had seen. Each fold is also scored at the `balanced` point, so a use case ranked by a
+    # balanced-point metric has its CV mean; tau was chosen on those predictions, a mild optimism.
+    points, curve = operating_points.choose(spec.class_names, loaded.data.train.y, (oof_y, oof_p), spec.operating_point)
+    points = dataclasses.replace(points, tau_source=f"best balanced accuracy of the pooled out-of-fold predictions ({len(oof_y)})")
+    bounds = np.cumsum([0] + [len(held) for _, held in cv["splits"]])
+    folds = [{**fold, **_balanced_point(points, spec, oof_y[start:end], oof_p[start:end])}
+             for fold, start, end in zip(cv["folds"][""], bounds[:-1], bounds[1:])]
+    summary = cross_validation.summarise(folds)
+    pooled = classification_report(oof_y, oof_p, spec.class_names)
     examples = len(loaded.data.train)
     protocol = (f"{cross_validation.describe(spec.validation, examples)}, seed {spec.train.seed}: mean +- sd over the folds "
                 f"estimates this training recipe; the exported model was then trained on all {examples} images, "
                 "so it has no held-out score of its own")
     report = {"protocol": protocol, "cross_validation": summary, "per_fold": folds, "fold_seconds": cv["seconds"],
-              "final_fit_seconds": fitted.extra["final_fit_seconds"], "out_of_fold": pooled}
+              "final_fit_seconds": fitted.extra["final_fit_seconds"], "out_of_fold": pooled,
+              "operating_points": operating_points.report_section(points, spec.class_names, oof_y, oof_p, spec.priority_classes, curve)}
     names = [k for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "log_loss") if k in summary]
     lines = [f"# {spec.title}: cross-validation report", "", protocol[0].upper() + protocol[1:] + ".", "",
              *cross_validation.summary_table({spec.model.builder: summary}, names), "",
              "| fold | " + " | ".join(names) + " | seconds |", "|---" * (len(names) + 2) + "|"]
     lines += [f"| {i + 1} | " + " | ".join(f"{fold.get(k, float('nan')):.3f}" for k in names) + f" | {seconds:.0f} |"
               for i, (fold, seconds) in enumerate(zip(folds, cv["seconds"]))]
-    markdown = "\n".join(lines) + "\n\n" + to_markdown(pooled, "Out-of-fold predictions, pooled").replace("# ", "## ", 1)
-    # The exported model's decision rules (pipelines.operating_points): priors from every image it
-    # trained on, tau chosen on the pooled out-of-fold predictions, the only images no model of this
-    # run had seen. They are measured there too, so the `balanced` row is optimistic by that choice.
-    oof_y, oof_p = cv["out_of_fold"]["y"], cv["out_of_fold"][""]
-    points, curve = operating_points.choose(spec.class_names, loaded.data.train.y, (oof_y, oof_p), spec.operating_point)
-    report["operating_points"] = operating_points.report_section(points, spec.class_names, oof_y, oof_p, spec.priority_classes, curve)
-    markdown += ("\n" + operating_points.to_markdown(report["operating_points"])
-                 + "\nMeasured on the pooled out-of-fold predictions, which tau was chosen on as well.\n")
+    markdown = ("\n".join(lines) + "\n\n" + to_markdown(pooled, "Out-of-fold predictions, pooled").replace("# ", "## ", 1)
+                + "\n" + operating_points.to_markdown(report["operating_points"])
+                + "\nMeasured on the pooled out-of-fold predictions, which tau was chosen on as well.\n")
     folder = out / "evaluation"
     files = [(path, "evaluation") for path in write_report_text(report, markdown, folder)]
     files.append((plot_confusion_matrix(np.array(pooled["confusion_matrix"]), pooled["class_names"], folder / "confusion_matrix.png"),
                   "evaluation"))
     say(markdown)
-    logged = cross_validation.run_metrics({"": summary})
-    logged.update({name.replace("test_", "oof_", 1): value for name, value in operating_points.metrics(report["operating_points"]).items()})
-    return Evaluation(report, markdown, logged,
-                      {f"cv {k}": summary[k]["mean"] for k in names if k != "log_loss"}, files, {"cv": summary})
+    logged = {**cross_validation.run_metrics({"": summary}), "operating_point_tau": points.tau}
+    return Evaluation(report, markdown, logged, {f"cv {k}": summary[k]["mean"] for k in names if k != "log_loss"}, files, {"cv": summary})
+
+
+def _balanced_point(points, spec, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """One fold's figures at the `balanced` operating point, named as the held-out run logs them
+    without `test_` (`balanced_point_balanced_accuracy`, priority-class recall)."""
+    from pipelines import operating_points
+
+    section = operating_points.report_section(points, spec.class_names, labels, probabilities, spec.priority_classes)
+    return {name.removeprefix("test_"): value for name, value in operating_points.metrics(section).items() if name.startswith("test_")}
