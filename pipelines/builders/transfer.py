@@ -1,14 +1,16 @@
 """Transfer learning from an ImageNet-pretrained `keras.applications` backbone.
 
 The network resizes the image to the backbone's resolution, scales pixels the way the
-backbone was trained, runs the backbone **in inference mode** (its BatchNorm statistics are
-never updated, even when its top is unfrozen for fine-tuning) and adds a new head. The
-backbone is a layer named `backbone`, frozen here; `pipelines.training` unfreezes its top
-for the second (fine-tuning) phase when `train.fine_tune_epochs > 0`.
+backbone was trained, runs a pretrained backbone **in inference mode** (its BatchNorm
+statistics are never updated, even when its top is unfrozen for fine-tuning) and adds a new
+head. The backbone is a layer named `backbone`, frozen here; `pipelines.training` unfreezes
+its top for the second (fine-tuning) phase when `train.fine_tune_epochs > 0`.
 
 Weights: `weights="imagenet"` uses a local copy when there is one (`models/pretrained/` or
 Keras' cache `~/.keras/models/`) and else downloads it; `weights=<path to .h5>` loads that
-file; `weights=none` trains from scratch.
+file; `weights=none` trains from scratch: the whole backbone learns from the first epoch,
+BatchNorm in training mode. (Frozen, as a pretrained one is, a random MobileNet's features
+collapse to ~1e-16 through its untrained BatchNorm: every image gets the same answer.)
 
 Several views of one object (CUCUMBER-9 prototype 2: three photos of each cucumber, stacked
 as 9 channels): an input of 3k channels is split into k RGB views, and **one** backbone, the
@@ -146,6 +148,9 @@ def build_transfer(
     layers = keras.layers
     base = load_backbone(backbone, image_size, alpha, weights)
     base.name = "backbone"
+    scratch = weights in (None, "", "none")
+    if scratch:  # nothing pretrained to keep: every layer learns, BatchNorm its statistics too
+        base.trainable = True
     spec = BACKBONES[backbone]
     channels = input_shape[-1]
     if channels != 1 and channels % 3:
@@ -165,7 +170,8 @@ def build_transfer(
     for x in views:
         if tuple(input_shape[:2]) != (image_size, image_size):
             x = resize(x)
-        x = base(scaling(x), training=False)  # inference-mode BatchNorm, also once unfrozen
+        # Pretrained: inference-mode BatchNorm, also once unfrozen. From scratch: as the fit says.
+        x = base(scaling(x), training=None if scratch else False)
         features.append(pool(x))
     x = features[0] if len(features) == 1 else layers.Concatenate(name="views")(features)
     x = layers.Dropout(dropout, name="dropout")(x)
