@@ -113,7 +113,8 @@ def render(rows: list[dict], args) -> str:
         "",
         "Every model trains 30 epochs (Adam 2e-3, cosine, batch 32, flips); the transfer rows run them as the spec does: "
         "20 with the MobileNet (alpha 0.25, 128 px) frozen, then 10 with its top 30 layers unfrozen at 2e-4, BatchNorm frozen. "
-        "The random-initialisation row is that recipe with `weights=none`: what the ImageNet weights are worth in it. "
+        "The random-initialisation row is the same network and schedule with `weights=none`: the whole MobileNet trains from "
+        "the first epoch (BatchNorm in training mode), its top 30 layers on in the last 10: what the ImageNet weights are worth. "
         "Fold fits: the k models of the estimate; final fit: the exported model on all images; whole run: both, plus evaluation, "
         "export and registration.",
     ]) + "\n"
