@@ -97,6 +97,9 @@ def test_domains_of_other_tasks_and_builders():
     with pytest.raises(UsageError, match="model.weights=/nonexistent.h5: no such file"):
         apply_overrides(get_spec("cucumber"), ["weights=/nonexistent.h5"])
     assert apply_overrides(get_spec("cucumber"), ["fine_tune_epochs=2"]).train.fine_tune_epochs == 2
+    with pytest.raises(UsageError, match="train.fine_tune_epochs=10 with model.weights=none: fine-tuning freezes the BatchNorm"):
+        apply_overrides(get_spec("cucumber"), ["weights=none"])
+    assert apply_overrides(get_spec("cucumber"), ["weights=none", "fine_tune_epochs=0", "epochs=30"]).train.epochs == 30
 
 
 @pytest.mark.parametrize(
