@@ -40,8 +40,8 @@ SPEC = Spec(
     ),
     # Cross-validated by default: the data here is the 495-image test batch, and one 80/20 split
     # scores 99 images (+-5 points, the difference between most settings tried). 5 folds cost 5 fits
-    # plus the final one on all 495 images, about 4 minutes on 2 CPU cores instead of 1: affordable
-    # here, and `make demo` trains fewer epochs. One repeat: the folds' sd already shows the noise,
+    # plus the final one on all 495 images: the run takes ~2.5 minutes on 2 CPU cores instead of ~1
+    # (`make bench-cucumber` times it), affordable here; `make demo` trains a third of the epochs. One repeat: the folds' sd already shows the noise,
     # and a figure to 1-2 points needs `cv_repeats=3` (3x the time). On the full prototype-1 batches
     # (2,475 / 495) `--set cv_folds=0` scores the official test batch instead, at a sixth of the cost.
     validation=ValidationConfig(cv_folds=5, cv_repeats=1),
