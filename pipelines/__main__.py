@@ -10,7 +10,7 @@ from pipelines.errors import PipelineError, UsageError
 
 VERBS_HELP = """verbs:
   list       the use cases, their data and models, the builders and augmentations
-  show       the resolved spec of a use case (after --set overrides), as JSON
+  show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
   evaluate   evaluate an exported SavedModel on a use case's test split
   export     export the latest trained checkpoint as a new SavedModel version
@@ -218,7 +218,10 @@ def run(args) -> int:
 
     spec = resolve_spec(args)
     if args.verb == "show":
-        print(json.dumps(spec.to_dict(), indent=2, default=str))
+        from pipelines.tasks import get_task
+
+        # As the task runs it: e.g. views=3 serves (32, 32, 9), cv_folds ranks by the CV mean.
+        print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
         return 0
 
     from pipelines.runtime import configure_environment

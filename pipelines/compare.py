@@ -5,8 +5,10 @@
 builds one table: a row per run, the params that differ between a use case's runs, the use
 case's ranking metric (`Spec.ranking_metric`, higher is better) and its other headline metrics.
 
-Runs are ranked only against runs on the same data: a group is (use case, data sha256), so a
-run on the bundled sample never outranks, or is outranked by, a run on the full data set.
+Runs are ranked only against runs on the same data, by the same metric: a group is (use case,
+data sha256, ranking metric), so a run on the bundled sample never outranks, or is outranked by,
+a run on the full data set, nor a cross-validated run (ranked by a CV mean, its run's tag
+`ranking_metric`) a run scored on a held-out split.
 The best FINISHED run of each group is marked. The table is printed (fits 100 columns), and
 written as CSV, Markdown and a PNG chart; `--log` logs those files to an MLflow run of the
 experiment `comparisons`.
@@ -21,7 +23,8 @@ from pipelines.errors import PipelineError, UsageError
 
 # What a use case reports beside its ranking metric, by task (the ranking metric comes first).
 HEADLINE_METRICS = {
-    "image_classification": ("test_accuracy", "test_balanced_accuracy", "test_macro_auc_ovr"),
+    "image_classification": ("test_accuracy", "test_balanced_accuracy", "test_macro_auc_ovr",
+                             "cv_accuracy_mean", "cv_balanced_accuracy_mean", "cv_macro_auc_ovr_mean"),
     "tabular_classification": ("cv_keras_roc_auc_mean", "cv_keras_accuracy_mean", "cv_baseline_roc_auc_mean"),
 }
 # Time and throughput: image runs log the fit, tabular runs the whole pipeline (CV included).
@@ -35,7 +38,8 @@ PARAMS_SHOWN_ELSEWHERE = {"data.source", "data.data_dir", "model.builder",
 SHORT_NAMES = {
     "test_accuracy": "acc", "test_balanced_accuracy": "bal_acc", "test_macro_auc_ovr": "auc",
     "test_macro_f1": "f1", "test_log_loss": "log_loss", "cv_keras_roc_auc_mean": "cv_auc",
-    "cv_keras_accuracy_mean": "cv_acc", "cv_baseline_roc_auc_mean": "lr_auc",
+    "cv_keras_accuracy_mean": "cv_acc", "cv_baseline_roc_auc_mean": "lr_auc", "cv_accuracy_mean": "cv_acc",
+    "cv_balanced_accuracy_mean": "cv_bal_acc", "cv_macro_auc_ovr_mean": "cv_auc",
     "fit_seconds": "fit_s", "examples_per_second": "ex/s",
     "test_balanced_point_balanced_accuracy": "bal_acc@bal",  # skin's ranking metric (pipelines/operating_points.py)
 }
@@ -45,6 +49,7 @@ RUN_NAME_WIDTH = 28  # a sweep names its children after their point: `class_weig
 # Columns given up, in this order, when a group's table is wider than the terminal.
 DROP_ORDER = ("started", "ex/s", "builder", "fit_s", "version", "status")
 COMPARISONS_EXPERIMENT = "comparisons"
+GROUP = ["usecase", "data", "ranking_metric"]  # what is ranked together
 
 
 @dataclasses.dataclass
@@ -58,16 +63,19 @@ class Comparison:
 
     @property
     def groups(self):
-        """(use case, data label) -> rows, in table order: what is ranked together."""
-        return self.table.groupby(["usecase", "data"], sort=False)
+        """(use case, data label, ranking metric) -> rows, in table order: what is ranked together."""
+        return self.table.groupby(GROUP, sort=False)
 
     def separate_data_notes(self) -> list[str]:
-        """One line per use case whose runs used more than one data set."""
+        """One line per use case whose runs used more than one data set, or more than one ranking metric."""
         notes = []
         for usecase, rows in self.table.groupby("usecase", sort=False):
             datasets = list(dict.fromkeys(rows["data"]))
             if len(datasets) > 1:
                 notes.append(f"{usecase}: runs on {len(datasets)} data sets are ranked separately, never against each other")
+            metrics = list(dict.fromkeys(rows["ranking_metric"]))
+            if len(metrics) > 1:
+                notes.append(f"{usecase}: runs ranked by {' and by '.join(metrics)} (cross-validated or held out) are ranked separately")
         return notes
 
 
@@ -160,7 +168,7 @@ def rank_within_data_groups(table):
     table["rank"] = np.nan
     eligible = table[(table["status"] == "FINISHED") & table["score"].notna()]
     ordered = eligible.sort_values(["score", "started"], ascending=[False, True], kind="stable")
-    table.loc[ordered.index, "rank"] = ordered.groupby(["usecase", "data"], sort=False).cumcount() + 1
+    table.loc[ordered.index, "rank"] = ordered.groupby(GROUP, sort=False).cumcount() + 1
     table["rank"] = table["rank"].astype("Int64")
     table["best"] = table["rank"] == 1
     table["best"] = table["best"].fillna(False).astype(bool)
@@ -183,7 +191,11 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
         logged = sorted(c[len("metrics."):] for c in runs if c.startswith(("metrics.test_", "metrics.cv_")))
         raise UsageError(f"unknown metric '{metric}': no run compared logged it; try one of {', '.join(logged[:12])}")
 
-    ranking = {name: metric or spec.ranking_metric for name, spec in specs.items()}
+    # Each run's own ranking metric (its tag; older runs: the use case's), unless --metric names one.
+    ranking_of = {name: spec.ranking_metric for name, spec in specs.items()}
+    tagged = runs["tags.ranking_metric"] if "tags.ranking_metric" in runs else pd.Series(None, index=runs.index, dtype=object)
+    ranking = pd.Series([metric or tag or ranking_of[usecase] for tag, usecase in zip(tagged.fillna(""), runs["usecase"])],
+                        index=runs.index)
     shas = runs["tags.data_sha256"] if "tags.data_sha256" in runs else pd.Series("", index=runs.index)
     sources = runs["tags.data_source"] if "tags.data_source" in runs else pd.Series("", index=runs.index)
     table = pd.DataFrame({
@@ -201,11 +213,11 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
         # Blank for a use case whose runs all agree on it: the column is about what differs.
         differs = runs["usecase"].map(lambda usecase, name=name: name in differing[usecase])
         table[name] = runs[f"params.{name}"].where(differs)
-    table["ranking_metric"] = runs["usecase"].map(ranking)
-    table["score"] = [runs.at[i, f"metrics.{ranking[u]}"] if f"metrics.{ranking[u]}" in runs else float("nan")
-                      for i, u in zip(runs.index, runs["usecase"])]
+    table["ranking_metric"] = ranking
+    table["score"] = [runs.at[i, f"metrics.{ranking[i]}"] if f"metrics.{ranking[i]}" in runs else float("nan") for i in runs.index]
     present = list(dict.fromkeys(runs["usecase"]))
-    others = {name: [m for m in HEADLINE_METRICS.get(specs[name].task, ()) if m != ranking[name]] for name in present}
+    others = {name: [m for m in HEADLINE_METRICS.get(specs[name].task, ()) if m not in set(ranking[runs["usecase"] == name])]
+              for name in present}
     known = [m for headlines in HEADLINE_METRICS.values() for m in headlines]
     metrics = sorted({m for name in present for m in others[name]}, key=known.index)
     for headline in metrics:
@@ -315,7 +327,7 @@ def render_terminal(comparison: Comparison, width: int = TERMINAL_WIDTH) -> str:
     lines = [f"Runs in {comparison.source}",
              "ranked within each data set (same use case, same data sha256), higher is better:"]
     lines += [f"note: {note}" for note in comparison.separate_data_notes()]
-    for (usecase, data), rows in comparison.groups:
+    for (usecase, data, _), rows in comparison.groups:
         lines += ["", _group_header(usecase, data, rows, short=True)]
         text, dropped = _fit_width(display_frame(rows, comparison, short=True), width)
         lines += [line.rstrip() for line in text.splitlines()]
@@ -338,7 +350,7 @@ def render_markdown(comparison: Comparison) -> str:
              f"Runs in `{comparison.source}`. Each table is one data set (use case + data sha256): runs on "
              "different data are never ranked against each other. **\\*** marks the best finished run of a table."]
     parts += [f"- {note}" for note in comparison.separate_data_notes()]
-    for (usecase, data), rows in comparison.groups:
+    for (usecase, data, _), rows in comparison.groups:
         parts += ["", f"## {usecase}: {data}", "", _group_header(usecase, data, rows).split(": ", 1)[1], "",
                   _markdown_table(display_frame(rows, comparison, short=False))]
     return "\n".join(parts) + "\n"
@@ -371,11 +383,13 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, usecase in zip(axes[:, 0], usecases):
         rows = table[table["usecase"] == usecase].iloc[::-1]  # newest at the top
-        datasets = list(dict.fromkeys(rows["data"].iloc[::-1]))
+        several = rows["ranking_metric"].nunique() > 1  # then a colour is a data set and a metric
+        keys = rows["data"] + (" by " + rows["ranking_metric"] if several else "")
+        datasets = list(dict.fromkeys(keys.iloc[::-1]))
         labels = [f"{name[:20]} {run_id[:8]}" for name, run_id in zip(rows["run_name"], rows["run_id"])]
         positions = range(len(rows))
-        for position, (_, row) in zip(positions, rows.iterrows()):
-            colour = colours[datasets.index(row["data"]) % len(colours)]
+        for position, (_, row), key in zip(positions, rows.iterrows(), keys):
+            colour = colours[datasets.index(key) % len(colours)]
             champion = "champion" in str(row["aliases"]).split(",")
             finished = row["status"] == "FINISHED"
             score = 0.0 if pd.isna(row["score"]) else row["score"]
@@ -386,7 +400,7 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
             axis.text(score, position, " " + " ".join([text, *notes]), va="center", fontsize=8)
         axis.set_yticks(list(positions), labels, fontsize=8)
         axis.set_xlim(0, 1.2 if rows["score"].max(skipna=True) <= 1 else None)
-        axis.set_title(f"{usecase}: {rows['ranking_metric'].iloc[0]}", fontsize=10)
+        axis.set_title(f"{usecase}: {' / '.join(dict.fromkeys(rows['ranking_metric']))}", fontsize=10)
         handles = [Patch(color=colours[i % len(colours)], label=data) for i, data in enumerate(datasets)]
         axis.legend(handles=handles, fontsize=7, loc="lower right", title="data (ranked apart)", title_fontsize=7)
     figure.tight_layout()

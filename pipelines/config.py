@@ -31,6 +31,9 @@ class DataConfig:
     val_fraction: Fraction = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
     train_limit: NonNegative = 0  # keep at most this many training examples (0: all); for quick runs
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
+    # Photos of each object stacked as channels, RGB after RGB: 3 reads CUCUMBER-9 prototype 2
+    # (three views of each cucumber) and serves (32, 32, 9) (`pipelines.tasks.image_classification.stacked_views`).
+    views: AtLeastOne = 1
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,17 @@ class TabularConfig:
     categorical: tuple = field(default=(), metadata=_FIXED)
     target: Annotated[str, OneOf(("binary", "severity"))] = "binary"  # heart: num > 0, or num 0-4
     train_sites: tuple = ("cleveland",)  # what the exported model is trained on
-    cv_folds: Annotated[int, Range(min=2)] = 5  # repeated stratified k-fold on the training sites
-    cv_repeats: AtLeastOne = 5
     external_validation: bool = True  # test on the other sites; leave-one-site-out on all
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """How a model is judged, for every task (`pipelines.cross_validation`): on the held-out test
+    split (`cv_folds=0`, image use cases), or by repeated stratified k-fold cross-validation over
+    all the data, after which the exported model is trained on all of it (the tabular task always)."""
+
+    cv_folds: NonNegative = 0  # 0: the held-out test split; else k >= 2 folds
+    cv_repeats: AtLeastOne = 1  # how many times the k folds are drawn (reshuffled); cv_folds x cv_repeats fits
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class Spec:
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = TrainConfig()
+    validation: ValidationConfig = ValidationConfig()
     export: ExportConfig = ExportConfig()
     tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
     # The decision rule `predict` and `serve` answer with (pipelines.operating_points.POINTS):
@@ -258,11 +270,32 @@ def _check_rules(spec: Spec, entry) -> None:
         raise UsageError(f"data.val_fraction={spec.data.val_fraction}: with test_fraction {test_fraction} it leaves no training data")
     for entry_text in spec.model.augmentation:
         augmentation.parse(entry_text)
+    _check_validation(spec)
+    if spec.data.views > 1 and (spec.task != "image_classification" or len(spec.input_shape) != 3):
+        raise UsageError(f"data.views={spec.data.views} stacks RGB photos as channels: only colour image use cases have views")
     if spec.task == "image_classification":
         test_time_augmentation.check(spec.model.test_time_augmentation, spec.input_shape)
     weights = spec.model.params.get("weights")
     if isinstance(weights, str) and weights not in ("imagenet", "none", "") and not Path(weights).expanduser().is_file():
         raise UsageError(f"model.weights={weights}: no such file; use imagenet, none, or the path of a no-top weight file")
+    if "weights" in spec.model.params and weights in (None, "none", "") and train.fine_tune_epochs:  # `--set weights=none` is None
+        # Measured (make bench-cucumber): training accuracy 0.64 -> 0.11 once phase 2 froze the BatchNorm.
+        raise UsageError(f"train.fine_tune_epochs={train.fine_tune_epochs} with model.weights=none: fine-tuning freezes "
+                         "the BatchNorm statistics a network trained from scratch is still learning; set fine_tune_epochs=0 "
+                         "and give epochs the total")
+
+
+def _check_validation(spec: Spec) -> None:
+    folds, repeats = spec.validation.cv_folds, spec.validation.cv_repeats
+    if folds == 1:
+        raise UsageError("validation.cv_folds=1: must be 0 (the held-out test split) or at least 2 folds")
+    if spec.task == "tabular_classification" and not folds:
+        raise UsageError(f"validation.cv_folds=0: {spec.name} is judged by cross-validation only; give at least 2 folds")
+    if repeats > 1 and not folds:
+        raise UsageError(f"validation.cv_repeats={repeats} repeats cross-validation, which is off (cv_folds=0): set cv_folds too")
+    if folds and spec.task == "image_classification" and spec.train.early_stopping_patience:
+        raise UsageError(f"train.early_stopping_patience={spec.train.early_stopping_patience}: with cv_folds every fit runs all its "
+                         "epochs (the final model, trained on all the data, has nothing to stop on); set one of them to 0")
 
 
 def _show(value: Any) -> str:

@@ -58,7 +58,9 @@ HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr"
 
 def chance_level(metric: str, labels: np.ndarray | None, num_classes: int) -> float:
     """What `metric` scores without looking at the input: AUC 0.5, balanced accuracy 1/K,
-    accuracy the majority class's share (always answering it). A model must beat this."""
+    accuracy the majority class's share (always answering it). A model must beat this. A
+    cross-validated mean (`cv_accuracy_mean`) has the chance level of its metric."""
+    metric = metric.removesuffix("_mean")
     if "auc" in metric:
         return 0.5
     if "balanced_accuracy" in metric:

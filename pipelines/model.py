@@ -64,8 +64,9 @@ def build_models(spec, dataset=None) -> Models:
 
 def register_custom_layers() -> None:
     """Make this package's custom layers known to Keras before loading a `.keras` file."""
-    from pipelines.builders import fused_batch_norm, tabular_mlp
+    from pipelines.builders import fused_batch_norm, tabular_mlp, transfer
 
     test_time_augmentation.register()
     fused_batch_norm.register()
     tabular_mlp.register()
+    transfer.register()

@@ -7,8 +7,17 @@ from pipelines.evaluation import headline
 
 
 def render(spec, metadata: dict, report: dict) -> str:
-    metrics = "\n".join(f"| {k} | {v:.4f} |" for k, v in headline(report).items())
     shape = ", ".join(str(s) for s in spec.input_shape)
+    if "cross_validation" in report:  # the final model trained on all the data: the estimate is the CV one
+        split = f"- Trained on all {metadata['train_examples']} images. Estimate: {report['protocol']}."
+        title = "Cross-validated metrics (mean +- sd over the folds)"
+        rows = {k: f"{v['mean']:.4f} +- {v['sd']:.4f}" for k, v in report["cross_validation"].items()}
+    else:
+        split = (f"- Split: train {metadata['train_examples']}, validation {metadata['val_examples']}, test {metadata['test_examples']} "
+                 f"(official test split; validation: {metadata.get('val_origin', 'official')}).")
+        title = "Test metrics"
+        rows = {k: f"{v:.4f}" for k, v in headline(report).items()}
+    metrics = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
     return f"""# Model card: {spec.title} (`{spec.name}`)
 
 {spec.description}
@@ -16,15 +25,15 @@ def render(spec, metadata: dict, report: dict) -> str:
 ## Model
 - Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
 - Test-time augmentation: {_views(spec)}.
-- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255; scaling happens inside the model.
+- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255{_stacked(spec)}; scaling happens inside the model.
 - Output: probabilities over {spec.num_classes} classes: {", ".join(spec.class_names)}.
 - Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
 
 ## Data
 - Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.
-- Split: train {metadata["train_examples"]}, validation {metadata["val_examples"]}, test {metadata["test_examples"]} (official test split; validation: {metadata.get("val_origin", "official")}).
+{split}
 
-## Test metrics
+## {title}
 | metric | value |
 |---|---|
 {metrics}
@@ -53,3 +62,8 @@ def _operating_points(report: dict) -> str:
     from pipelines.operating_points import to_markdown
 
     return "#" + to_markdown(report["operating_points"]) + "\n"
+
+
+def _stacked(spec) -> str:
+    views = spec.data.views
+    return f"; {views} photos of each object, RGB after RGB (view i is channels 3i to 3i+2)" if views > 1 else ""

@@ -24,6 +24,7 @@ from pipelines.errors import PipelineError
 from pipelines.evaluation import chance_level, classification_report, to_markdown, write_report
 from pipelines.loaders import load_dataset
 from pipelines.runtime import has_tensorflow
+from pipelines.tasks import get_task
 
 
 def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
@@ -32,7 +33,6 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
     from pipelines import strategy, training
     from pipelines.plots import plot_history
-    from pipelines.tasks import get_task
     from pipelines.tracking import Tracker, git_commit
 
     task = get_task(spec.task)
@@ -60,8 +60,9 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         tracker.log_params({**config.flatten(spec), **loaded.sizes})
         tracker.log_dict(spec.to_dict(), "spec.json")
         tracker.log_dict(loaded.files, "data_files_sha256.json")
+        # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
         tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
-                          "git_commit": commit, "verb": "train", **package_versions()})
+                          "git_commit": commit, "verb": "train", "ranking_metric": spec.ranking_metric, **package_versions()})
 
         fitted = task.fit(spec, loaded, tracker, resume)
         if cluster is not None:
@@ -186,6 +187,7 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
 
     if spec.task == "tabular_classification":
         raise PipelineError(f"'{spec.name}' models are exported by `train` (its final model fits in seconds); run `make train-{spec.name}`")
+    spec = get_task(spec.task).prepare(spec)
     keras = import_keras()
     path = Path(checkpoint) if checkpoint else paths.checkpoints_dir(spec.name) / "latest.keras"
     if not path.is_file():
@@ -219,8 +221,12 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
     operating_points.check_point(operating_point, metadata, str(folder))
     points = operating_points.OperatingPoints.from_metadata(metadata)
+    spec = get_task(spec.task).prepare(spec)
     dataset = load_dataset(spec)
     say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
+    if metadata.get("trained_on_all_data") and metadata.get("data_sha256") == dataset.sha256:
+        say(f"warning: [{spec.name}] {folder} was trained on every image of this data (a cross-validated run): these test "
+            "figures are on training images; its estimate is the cross-validation in its report.json")
     loaded = tf.saved_model.load(str(folder))
     batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
     probabilities = np.concatenate(batches)

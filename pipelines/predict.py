@@ -113,6 +113,9 @@ def predict_files(model_dir: Path, files: list[str], top_k: int = 3, operating_p
     point = (operating_point or points.default) if points else None
     shape = tuple(metadata["input_shape"])
     classes = metadata["class_names"]
+    if len(shape) == 3 and shape[-1] not in (1, 3):
+        raise PipelineError(f"{model_dir} takes {shape[-1] // 3} photos of each object at once ({shape[-1]} channels); predict reads "
+                            f"one photo a file: send the stacked uint8 array [batch, {', '.join(map(str, shape))}] to `serve` instead")
     predictions, images, readable = [], [], []
     for name in files:
         try:

@@ -44,7 +44,8 @@ class Decision:
 
 
 def decide(new: Candidate, champion: Candidate | None, metric_name: str) -> Decision:
-    """Champion only when better than chance and at least as good as the champion on the same test data."""
+    """Champion only when better than chance and at least as good as the champion on the same test data,
+    by the same metric (a cross-validated run and a held-out one are not ranked against each other)."""
     if new.metric is None or not math.isfinite(new.metric):
         return Decision(CHALLENGER, f"the run logged no {metric_name}")
     if new.chance is not None and new.metric <= new.chance:
@@ -57,13 +58,13 @@ def decide(new: Candidate, champion: Candidate | None, metric_name: str) -> Deci
             f"champion v{champion.version} was measured on other test data (sha256 {str(champion.data_sha256)[:12]} vs "
             f"{str(new.data_sha256)[:12]}); `python -m pipelines promote` decides by hand",
         )
-    if champion.metric is None or new.metric >= champion.metric:
-        return Decision(CHAMPION, f"{metric_name} {new.metric:.4f} >= champion v{champion.version}'s {_format(champion.metric)} on the same test data")
+    if champion.metric is None or not math.isfinite(champion.metric):
+        # Measured another way (a held-out split vs cross-validation), or not at all: no comparison.
+        return Decision(CHALLENGER, f"champion v{champion.version} logged no {metric_name}: it was measured another way (held-out "
+                                    "split vs cross-validation); `python -m pipelines promote` decides by hand")
+    if new.metric >= champion.metric:
+        return Decision(CHAMPION, f"{metric_name} {new.metric:.4f} >= champion v{champion.version}'s {champion.metric:.4f} on the same test data")
     return Decision(CHALLENGER, f"{metric_name} {new.metric:.4f} < champion v{champion.version}'s {champion.metric:.4f} on the same test data")
-
-
-def _format(value: float | None) -> str:
-    return "(none)" if value is None else f"{value:.4f}"
 
 
 def _client():

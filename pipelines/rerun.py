@@ -50,15 +50,26 @@ def spec_of_run(run_id: str, usecase: str | None = None):
     return apply_overrides(spec, values)
 
 
+# Settings that moved: where a run logged before the move has them.
+MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats"}
+# Settings added later, with the value that every run logged before they existed ran with
+# (not the use case's current default: cucumber cross-validates now, its older runs did not).
+BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1}
+
+
 def _lookup(logged: dict, key: str) -> Any:
     """`train.epochs` -> logged["train"]["epochs"]; builder parameters live under model.params."""
     section, _, name = key.partition(".")
     block = logged.get(section) or {}
     if section == "model" and name not in block:
         block = block.get("params", {})
-    if name not in block:
-        raise PipelineError(f"the logged spec has no '{key}' (it predates that setting); train with --set instead")
-    return block[name]
+    if name in block:
+        return block[name]
+    if key in MOVED and MOVED[key].partition(".")[2] in (logged.get(MOVED[key].partition(".")[0]) or {}):
+        return _lookup(logged, MOVED[key])
+    if key in BEFORE_THEY_EXISTED:
+        return BEFORE_THEY_EXISTED[key]
+    raise PipelineError(f"the logged spec has no '{key}' (it predates that setting); train with --set instead")
 
 
 def _as_spec_value(value: Any) -> Any:

@@ -179,10 +179,55 @@ def _train(spec, dataset: Dataset, callbacks: tuple, resume: ResumeState | None)
         if failure is None:
             raise
         raise failure from None
-    fit_seconds = time.perf_counter() - started
     if distribution.cluster is not None:
         models = _on_this_process(spec, dataset, models, distribution)
+    recompute_batch_norm_statistics(models.network, dataset.train.x, spec.train.batch_size)
+    fit_seconds = time.perf_counter() - started
     return TrainResult(models, history, len(history.get("loss", [])), fit_seconds, distribution, batching)
+
+
+def _nested_layers(model) -> list:
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found += _nested_layers(layer)
+    return found
+
+
+def recompute_batch_norm_statistics(network, images, batch_size: int) -> int:
+    """Precise BatchNorm: give every BatchNorm layer that trained (normalised by batch statistics
+    during fit) the average of those statistics over the training images under the final
+    weights, in place of Keras' moving averages. These (momentum 0.99) lag the weights, and on a
+    small data set they never catch up: on the 396 cucumber images (13 steps an epoch) small_cnn
+    answered 0.16 of held-out images right with them and 0.35 with these, and a MobileNet
+    trained from scratch gave every image the same answer. On large data sets the two agree.
+    Frozen layers (a pretrained backbone's) keep theirs. A layer called several times a batch
+    (a backbone shared by views) keeps the last call's. Returns how many layers it set."""
+    keras = import_keras()
+    from pipelines.model import network_input_shape
+
+    layers = [layer for layer in _nested_layers(network) if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers or not len(images):
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    sums = [[0.0, 0.0] for _ in layers]
+    batches = range(0, len(images), batch_size)
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # each call leaves its batch statistics in the moving mean and variance
+        for start in batches:
+            batch = np.asarray(images[start : start + batch_size], dtype="float32") / 255.0
+            network(batch.reshape((len(batch),) + network_input_shape(batch.shape[1:])), training=True)
+            for total, layer in zip(sums, layers):
+                total[0] = total[0] + keras.ops.convert_to_numpy(layer.moving_mean)
+                total[1] = total[1] + keras.ops.convert_to_numpy(layer.moving_variance)
+        for (mean, variance), layer in zip(sums, layers):
+            layer.moving_mean.assign(mean / len(batches))
+            layer.moving_variance.assign(variance / len(batches))
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
 
 
 def _on_this_process(spec, dataset: Dataset, models: Models, distribution: DistributionSetup) -> Models:

@@ -63,3 +63,35 @@ def trained_once(tmp_path_factory, usecase: str, overrides: dict):
 
         spec = apply_overrides(get_spec(usecase), overrides)
         yield {"root": root, "env": env, "spec": spec, "summary": run_train(spec, run_name="test")}
+
+
+def write_cifar_batch(path, x, y, protocol=2):
+    """A CIFAR python batch of HWC images `x`: rows channel-major, as CIFAR-10 and CUCUMBER-9 store them."""
+    import pickle
+
+    data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # HWC images -> CHW rows
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": data, b"labels": [int(v) for v in y], b"batch_label": b"x"}, handle, protocol=protocol)
+
+
+def three_views(x, y):
+    """CUCUMBER-9 prototype 2's shape from real prototype-1 photos: view 1 the photo, view 2 its
+    mirror image, view 3 another photo of the same grade (the next one), stacked as 9 channels."""
+    import numpy as np
+
+    other = np.empty_like(x)
+    for grade in np.unique(y):
+        same = np.flatnonzero(y == grade)
+        other[same] = x[np.roll(same, -1)]
+    return np.concatenate([x, x[:, :, ::-1], other], axis=-1)
+
+
+def prototype_2_folder(folder, x, y, test_size: int = 99):
+    """data_batch_1, data_batch_2 and test_batch with 9 x 32 x 32-byte rows; returns the 9-channel images."""
+    views = three_views(x, y)
+    folder.mkdir(parents=True, exist_ok=True)
+    train = len(views) - test_size
+    write_cifar_batch(folder / "data_batch_1", views[: train // 2], y[: train // 2])
+    write_cifar_batch(folder / "data_batch_2", views[train // 2 : train], y[train // 2 : train])
+    write_cifar_batch(folder / "test_batch", views[train:], y[train:])
+    return views

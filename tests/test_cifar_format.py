@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import prototype_2_folder, write_cifar_batch
 
 from pipelines import paths
 from pipelines.errors import PipelineError
@@ -25,10 +26,7 @@ def test_single_batch_is_split_stratified(bundled):
     assert not set(map(bytes, bundled.train.x)) & set(map(bytes, bundled.test.x))
 
 
-def write_batch(path, x, y, protocol=2):
-    data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # HWC images -> CHW rows, as CIFAR stores them
-    with open(path, "wb") as handle:
-        pickle.dump({b"data": data, b"labels": [int(v) for v in y], b"batch_label": b"x"}, handle, protocol=protocol)
+write_batch = write_cifar_batch
 
 
 def test_cifar_python_batches_round_trip(bundled, tmp_path):
@@ -109,3 +107,45 @@ def test_the_archive_as_downloaded_is_unpacked_and_loaded(bundled, tmp_path, iso
     assert loaded.origin == "data_dir" and sorted(loaded.files) == ["data_batch_1", "data_batch_2", "test_batch"]
     (unpacked,) = (paths.data_root() / "cache" / "archives").iterdir()
     assert unpacked.name.startswith("cucumber-9-python-") and (unpacked / "cucumber-9-python" / "test_batch").is_file()
+
+
+def test_prototype_2_rows_of_three_views_are_read_as_9_channels(bundled, tmp_path):
+    """9 x 32 x 32-byte rows, channel-major: view k is channels 3k to 3k+2, each an RGB photo."""
+    x = np.concatenate([bundled.train.x, bundled.test.x])
+    y = np.concatenate([bundled.train.y, bundled.test.y])
+    views = prototype_2_folder(tmp_path, x, y)
+    loaded = read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+    assert loaded.train.x.shape == (396, 32, 32, 9) and loaded.test.x.shape == (99, 32, 32, 9)
+    np.testing.assert_array_equal(loaded.train.x[..., 0:3], x[:396])  # the photo
+    np.testing.assert_array_equal(loaded.train.x[..., 3:6], x[:396, :, ::-1])  # its mirror image
+    np.testing.assert_array_equal(loaded.test.x, views[396:])
+    np.testing.assert_array_equal(loaded.test.y, y[396:])
+
+
+def test_views_the_spec_does_not_read_are_one_line(bundled, tmp_path, isolated):
+    from pipelines.config import apply_overrides
+    from pipelines.loaders.cifar_format import load
+    from pipelines.tasks.image_classification import stacked_views
+    from pipelines.usecases import get_spec
+
+    x, y = bundled.test.x, bundled.test.y
+    prototype_2_folder(tmp_path / "p2", x, y, test_size=30)
+    spec = apply_overrides(get_spec("cucumber"), {"data.data_dir": str(tmp_path / "p2")})
+    with pytest.raises(PipelineError) as error:
+        load(stacked_views(spec))
+    assert str(error.value) == f"{tmp_path / 'p2'} holds 3 view(s) of each object (9 channels) but the spec reads 1 (3 channels): --set data.views=3"
+    assert load(stacked_views(apply_overrides(spec, {"data.views": 3}))).train.x.shape == (69, 32, 32, 9)
+    with pytest.raises(PipelineError, match=r"holds 1 view\(s\) of each object \(3 channels\) but the spec reads 3 \(9 channels\)"):
+        load(stacked_views(apply_overrides(get_spec("cucumber"), {"data.source": "sample", "data.views": 3})))
+
+
+def test_rows_of_another_length_or_mixed_batches_are_refused(bundled, tmp_path):
+    write_batch(tmp_path / "data_batch_1", bundled.train.x[:20], bundled.train.y[:20])
+    write_batch(tmp_path / "data_batch_2", np.concatenate([bundled.train.x[20:40]] * 3, axis=-1), bundled.train.y[20:40])
+    write_batch(tmp_path / "test_batch", bundled.test.x[:20], bundled.test.y[:20])
+    with pytest.raises(PipelineError, match=r"data_batch_2: rows of 9216 bytes, the batches before it have 3072"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)
+    write_batch(tmp_path / "data_batch_2", np.concatenate([bundled.train.x[20:40]] * 2, axis=-1), bundled.train.y[20:40])
+    with pytest.raises(PipelineError, match=r"data_batch_2: 'data' is uint8 \(20, 6144\), expected uint8 \(N, row\) with a row of 3072 "
+                                            r"\(3 channels\), 9216 \(9 channels\) bytes"):
+        read_folder(tmp_path, CLASSES, "data_dir", 0.2, 0)

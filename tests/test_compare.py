@@ -69,6 +69,27 @@ def test_best_finished_run_is_marked_per_data_set(store):
     assert row(table, ids["real"])["data"].startswith("sample ")
 
 
+def test_a_cross_validated_run_is_ranked_apart_by_its_cv_mean(store):
+    """Same use case, same data, but scored by cross-validation: ranked by its own tag's metric,
+    never against the held-out runs (0.2 would rank last among them; alone it is best)."""
+    from pipelines.compare import build_comparison, render_terminal
+
+    client, real = store["client"], store["client"].get_run(store["ids"]["real"])
+    cv = _add_run(client, real.info.experiment_id, real, "cross-validated", {"cv_accuracy_mean": 0.2, "cv_balanced_accuracy_mean": 0.19},
+                  params={"validation.cv_folds": "5"}, tags={"ranking_metric": "cv_accuracy_mean"})
+    try:
+        comparison = build_comparison(["digits"])
+        table = comparison.table
+        assert row(table, cv)["ranking_metric"] == "cv_accuracy_mean" and row(table, cv)["score"] == 0.2
+        assert row(table, cv)["best"] and row(table, store["ids"]["better"])["best"]  # one best per (data, metric)
+        assert row(table, store["ids"]["real"])["ranking_metric"] == "test_accuracy"  # an older run: no tag, the spec's
+        assert row(table, cv)["cv_balanced_accuracy_mean"] == 0.19 and pd.isna(row(table, cv)["test_balanced_accuracy"])
+        text = render_terminal(comparison)
+        assert "ranked by cv_accuracy_mean" in text and "ranked by test_accuracy and by cv_accuracy_mean" in text
+    finally:
+        client.delete_run(cv)
+
+
 def test_only_differing_params_are_columns(store):
     from pipelines.compare import build_comparison
 
@@ -169,7 +190,7 @@ def test_heart_is_ranked_by_its_cross_validated_auc(store):
     experiment = client.create_experiment("heart")
     metrics = {"cv_keras_roc_auc_mean": 0.92, "cv_keras_accuracy_mean": 0.85, "cv_baseline_roc_auc_mean": 0.91,
                "pipeline_seconds": 200.0}
-    heart = _add_run(client, experiment, real, "heart", metrics, tags={"usecase": "heart"})
+    heart = _add_run(client, experiment, real, "heart", metrics, tags={"usecase": "heart", "ranking_metric": "cv_keras_roc_auc_mean"})
     comparison = build_comparison(["heart", "digits"])
     table = comparison.table
     assert list(dict.fromkeys(table["usecase"])) == ["heart", "digits"]  # in the order asked

@@ -88,8 +88,8 @@ def test_values_outside_their_domain_are_refused(spec, override, message):
 
 
 def test_domains_of_other_tasks_and_builders():
-    with pytest.raises(UsageError, match="tabular.cv_folds=1: must be >= 2"):
-        apply_overrides(get_spec("heart"), ["cv_folds=1"])
+    with pytest.raises(UsageError, match="heart is judged by cross-validation only"):
+        apply_overrides(get_spec("heart"), ["cv_folds=0"])
     with pytest.raises(UsageError, match="tabular.target=other: must be one of binary, severity"):
         apply_overrides(get_spec("heart"), ["target=other"])
     with pytest.raises(UsageError, match="model.backbone=vgg: must be one of mobilenet"):
@@ -97,6 +97,34 @@ def test_domains_of_other_tasks_and_builders():
     with pytest.raises(UsageError, match="model.weights=/nonexistent.h5: no such file"):
         apply_overrides(get_spec("cucumber"), ["weights=/nonexistent.h5"])
     assert apply_overrides(get_spec("cucumber"), ["fine_tune_epochs=2"]).train.fine_tune_epochs == 2
+    with pytest.raises(UsageError, match="train.fine_tune_epochs=10 with model.weights=none: fine-tuning freezes the BatchNorm"):
+        apply_overrides(get_spec("cucumber"), ["weights=none"])
+    assert apply_overrides(get_spec("cucumber"), ["weights=none", "fine_tune_epochs=0", "epochs=30"]).train.epochs == 30
+
+
+@pytest.mark.parametrize(
+    ("usecase", "overrides", "message"),
+    [
+        ("cucumber", ["cv_folds=1"], "validation.cv_folds=1: must be 0 (the held-out test split) or at least 2 folds"),
+        ("heart", ["cv_folds=1"], "validation.cv_folds=1: must be 0"),
+        ("digits", ["cv_repeats=3"], "validation.cv_repeats=3 repeats cross-validation, which is off (cv_folds=0)"),
+        ("skin", ["cv_folds=5", "early_stopping_patience=3"], "train.early_stopping_patience=3: with cv_folds every fit runs"),
+        ("digits", ["views=3"], "data.views=3 stacks RGB photos as channels: only colour image use cases"),
+        ("cucumber", ["views=0"], "data.views=0: must be >= 1"),
+    ],
+)
+def test_cross_validation_and_views_rules(usecase, overrides, message):
+    with pytest.raises(UsageError) as error:
+        apply_overrides(get_spec(usecase), overrides)
+    assert str(error.value).startswith(message)
+
+
+def test_one_cv_setting_for_every_task():
+    """`cv_folds` is one key, `validation.cv_folds`, whatever the task: no use case finds it ambiguous."""
+    for usecase in USECASES:
+        spec = apply_overrides(get_spec(usecase), ["cv_folds=3", "cv_repeats=2"])
+        assert (spec.validation.cv_folds, spec.validation.cv_repeats) == (3, 2)
+    assert get_spec("heart").validation.cv_folds == 5 and get_spec("digits").validation.cv_folds == 0
 
 
 def test_a_bad_value_is_refused_before_any_data_is_loaded(tmp_path):

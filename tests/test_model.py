@@ -47,3 +47,27 @@ def test_unknown_builder_parameter_is_named():
 def test_unknown_augmentation_is_named():
     with pytest.raises(UsageError, match="unknown augmentation 'smudge'"):  # as the spec resolves
         apply_overrides(get_spec("digits"), {"model.augmentation": ("smudge",)})
+
+
+def test_three_view_images_are_augmented_and_averaged_as_one_image():
+    """CUCUMBER-9 prototype 2 (`views=3`, 32x32x9): an augmentation moves the three views of a
+    cucumber together, and a test-time view flips all nine channels."""
+    from pipelines.augmentation import build_augmentation
+    from pipelines.tasks.image_classification import stacked_views
+    from pipelines.training import predict_probabilities
+
+    spec = stacked_views(apply_overrides(get_spec("cucumber"), {"data.views": 3, "image_size": 32, "weights": "none",
+                                                                "model.augmentation": ("flip", "rotate:0.2", "zoom", "contrast"),
+                                                                "model.test_time_augmentation": ("flip_horizontal",)}))
+    assert spec.input_shape == (32, 32, 9) and stacked_views(spec).input_shape == (32, 32, 9)  # idempotent
+    models = build_models(spec)
+    assert tuple(models.serving.inputs[0].shape) == (None, 32, 32, 9)
+    photo = np.random.default_rng(0).random((4, 32, 32, 3)).astype("float32")
+    augmented = np.asarray(build_augmentation(spec.model.augmentation, seed=3)(np.concatenate([photo] * 3, axis=-1), training=True))
+    assert augmented.shape == (4, 32, 32, 9) and np.abs(augmented[..., :3] - photo).max() > 0.01  # it did transform
+    np.testing.assert_allclose(augmented[..., 3:6], augmented[..., :3], atol=1e-6)  # ... every view alike
+    np.testing.assert_allclose(augmented[..., 6:9], augmented[..., :3], atol=1e-6)
+    x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 9), dtype=np.uint8)
+    pixels = (x / 255.0).astype("float32")
+    expected = (models.network.predict_on_batch(pixels) + models.network.predict_on_batch(pixels[:, :, ::-1])) / 2
+    np.testing.assert_allclose(predict_probabilities(models.serving, x), expected, atol=1e-5)

@@ -24,6 +24,8 @@ METRIC = "test_accuracy"
         (Candidate("2", float("nan"), "a"), Candidate("1", 0.9, "a"), CHALLENGER, "logged no test_accuracy"),
         (Candidate("1", 0.11, "a", chance=0.114), None, CHALLENGER, "not better than chance (0.1140)"),
         (Candidate("2", 0.95, "a", chance=0.114), Candidate("1", 0.9, "a"), CHAMPION, ">= champion v1's"),
+        # A champion without this metric was measured another way (cross-validated vs held out): never compared.
+        (Candidate("2", 0.95, "a"), Candidate("1", None, "a"), CHALLENGER, "champion v1 logged no test_accuracy: it was measured another way"),
     ],
 )
 def test_decide(new, champion, alias, reason):

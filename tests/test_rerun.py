@@ -48,3 +48,18 @@ def test_an_unknown_run_is_one_line(original):
     assert result.returncode == 1 and result.stderr.strip() == (
         f"error: no MLflow run '0123abc' in {original['env']['MLFLOW_TRACKING_URI']}; see `make compare` for run ids")
     assert os.environ.get("MLFLOW_TRACKING_URI") != original["env"]["MLFLOW_TRACKING_URI"]
+
+
+def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
+    """Heart logged `tabular.cv_folds` before it became `validation.cv_folds`; runs logged before
+    `cv_folds` and `views` existed were held out and one view, whatever the use case's default is now."""
+    from pipelines.errors import PipelineError
+    from pipelines.rerun import _lookup
+
+    heart = {"tabular": {"cv_folds": 2, "cv_repeats": 1}, "train": {"epochs": 60}}
+    assert (_lookup(heart, "validation.cv_folds"), _lookup(heart, "validation.cv_repeats")) == (2, 1)
+    cucumber = {"data": {"source": "sample"}, "tabular": None, "model": {"builder": "transfer", "params": {"alpha": 0.25}}}
+    assert (_lookup(cucumber, "validation.cv_folds"), _lookup(cucumber, "data.views"), _lookup(cucumber, "model.alpha")) == (0, 1, 0.25)
+    assert _lookup({"validation": {"cv_folds": 5}}, "validation.cv_folds") == 5
+    with pytest.raises(PipelineError, match="the logged spec has no 'train.epochs' \\(it predates that setting\\)"):
+        _lookup(cucumber, "train.epochs")

@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, run_cli, trained_once
 
 DIGITS_FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
-HEART_FAST = {"tabular.cv_repeats": 1, "tabular.cv_folds": 2, "tabular.external_validation": False, "train.epochs": 5}
+HEART_FAST = {"validation.cv_repeats": 1, "validation.cv_folds": 2, "tabular.external_validation": False, "train.epochs": 5}
 README = (REPO / "README.md").read_text()
 
 

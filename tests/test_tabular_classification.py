@@ -36,7 +36,9 @@ def test_one_run_holds_cv_baseline_external_and_site_metrics(trained):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/roc_curve.png", "plots/calibration.png"}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/report.md", "evaluation/report.json"}
-    assert run.data.params["tabular.cv_folds"] == "2"
+    assert run.data.params["validation.cv_folds"] == "2"
+    # Per fold, by the shared protocol (pipelines.cross_validation): step = fold index.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "fold_baseline_roc_auc")] == [0, 1]
 
 
 def test_savedmodel_takes_raw_named_columns_of_any_batch_size(trained):

@@ -1,18 +1,34 @@
 """Transfer learning from an ImageNet-pretrained `keras.applications` backbone.
 
 The network resizes the image to the backbone's resolution, scales pixels the way the
-backbone was trained, runs the backbone **in inference mode** (its BatchNorm statistics are
-never updated, even when its top is unfrozen for fine-tuning) and adds a new head. The
-backbone is a layer named `backbone`, frozen here; `pipelines.training` unfreezes its top
-for the second (fine-tuning) phase when `train.fine_tune_epochs > 0`.
+backbone was trained, runs a pretrained backbone **in inference mode** (its BatchNorm
+statistics are never updated, even when its top is unfrozen for fine-tuning) and adds a new
+head. The backbone is a layer named `backbone`, frozen here; `pipelines.training` unfreezes
+its top for the second (fine-tuning) phase when `train.fine_tune_epochs > 0`.
 
 Weights: `weights="imagenet"` uses a local copy when there is one (`models/pretrained/` or
 Keras' cache `~/.keras/models/`) and else downloads it; `weights=<path to .h5>` loads that
-file; `weights=none` trains from scratch.
+file; `weights=none` trains from scratch: the whole backbone learns from the first epoch,
+BatchNorm in training mode. (Frozen, as a pretrained one is, a random MobileNet's features
+collapse to ~1e-16 through its untrained BatchNorm: every image gets the same answer.)
+
+Several views of one object (CUCUMBER-9 prototype 2: three photos of each cucumber, stacked
+as 9 channels): an input of 3k channels is split into k RGB views, and **one** backbone, the
+same layer with the same weights, runs on each; the k pooled feature vectors are
+concatenated, in view order, and the head classifies the concatenation. Why this and not the
+alternatives:
+- a backbone that takes 9 channels at once (early fusion) cannot use the ImageNet weights of
+  its first layer, which expects 3, and throws away what pretraining gives a small data set;
+- a backbone per view (k times the weights) triples what 2,000-odd images must fit, where the
+  features a view needs (shape, bend, surface) are the same whichever side it shows;
+- averaging the views' features would make the order of the views irrelevant, but the
+  camera positions are fixed, so which view shows what is information the head can use.
+The cost is k backbone passes per image, in training and in serving.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +104,36 @@ def load_backbone(backbone: str, image_size: int, alpha: float, weights: str | N
     return model
 
 
+@functools.cache
+def _view_layer():
+    """The custom layer, defined (and registered for `.keras` loading) on first use."""
+    keras = import_keras()
+
+    @keras.saving.register_keras_serializable(package="pipelines")
+    class TakeView(keras.layers.Layer):
+        """Channels `3 * index` to `3 * index + 2` of a `[batch, H, W, 3k]` batch: RGB view `index`."""
+
+        def __init__(self, index=0, **kwargs):
+            super().__init__(**kwargs)
+            self.index = int(index)
+
+        def call(self, images):
+            return images[..., 3 * self.index : 3 * self.index + 3]
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape[:-1], 3)
+
+        def get_config(self):
+            return {**super().get_config(), "index": self.index}
+
+    return TakeView
+
+
+def register() -> None:
+    """Make the custom layer known before loading a `.keras` file that may contain it."""
+    _view_layer()
+
+
 def build_transfer(
     input_shape: tuple,
     num_classes: int,
@@ -102,16 +148,32 @@ def build_transfer(
     layers = keras.layers
     base = load_backbone(backbone, image_size, alpha, weights)
     base.name = "backbone"
+    scratch = weights in (None, "", "none")
+    if scratch:  # nothing pretrained to keep: every layer learns, BatchNorm its statistics too
+        base.trainable = True
     spec = BACKBONES[backbone]
+    channels = input_shape[-1]
+    if channels != 1 and channels % 3:
+        raise UsageError(f"the transfer builder takes 1 (grey), 3 (RGB) or 3k channels (k RGB views), not {channels}")
     inputs = keras.Input(shape=input_shape, name="pixels")
-    x = inputs
-    if input_shape[-1] == 1:
-        x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
-    if tuple(input_shape[:2]) != (image_size, image_size):
-        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
-    x = layers.Rescaling(spec.scale, offset=spec.offset, name="backbone_scaling")(x)
-    x = base(x, training=False)  # inference-mode BatchNorm, also once unfrozen
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    views = [inputs]
+    if channels == 1:
+        views = [layers.Concatenate(name="grey_to_rgb")([inputs, inputs, inputs])]
+    elif channels > 3:
+        TakeView = _view_layer()
+        views = [TakeView(index, name=f"view_{index}")(inputs) for index in range(channels // 3)]
+    # One instance of each layer below, called once per view: the views share every weight.
+    resize = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")
+    scaling = layers.Rescaling(spec.scale, offset=spec.offset, name="backbone_scaling")
+    pool = layers.GlobalAveragePooling2D(name="pool")
+    features = []
+    for x in views:
+        if tuple(input_shape[:2]) != (image_size, image_size):
+            x = resize(x)
+        # Pretrained: inference-mode BatchNorm, also once unfrozen. From scratch: as the fit says.
+        x = base(scaling(x), training=None if scratch else False)
+        features.append(pool(x))
+    x = features[0] if len(features) == 1 else layers.Concatenate(name="views")(features)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)

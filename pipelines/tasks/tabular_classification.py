@@ -133,31 +133,21 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(min(1.0, thresholds[best]))
 
 
-def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {k: {"mean": float(np.nanmean([f[k] for f in folds])), "sd": float(np.nanstd([f[k] for f in folds], ddof=1))} for k in folds[0]}
-
-
 # --- the validation schemes ---------------------------------------------------------------
 
 
-def repeated_cv(spec, frame, y) -> dict:
-    from sklearn.model_selection import RepeatedStratifiedKFold
+def repeated_cv(spec, frame, y, tracker=None) -> dict:
+    """The Keras model and the baseline on the same folds (`pipelines.cross_validation`)."""
+    from pipelines import cross_validation
 
-    splitter = RepeatedStratifiedKFold(n_splits=spec.tabular.cv_folds, n_repeats=spec.tabular.cv_repeats, random_state=spec.train.seed)
-    folds = {"keras": [], "baseline": []}
-    out_of_fold = {"keras": [], "baseline": [], "y": []}
-    for index, (train, test) in enumerate(splitter.split(frame, y)):
+    def fit_fold(index, train, test):
         keras_model = fit_keras(spec, frame.iloc[train], y[train], spec.train.seed + index)
         base_model = fit_baseline(spec, frame.iloc[train], y[train])
-        for name, p in (("keras", predict_keras(keras_model, frame.iloc[test], spec)), ("baseline", predict_baseline(base_model, frame.iloc[test], spec))):
-            folds[name].append(metrics(y[test], p))
-            out_of_fold[name].append(p)
-        out_of_fold["y"].append(y[test])
-        say(f"  fold {index + 1}/{spec.tabular.cv_folds * spec.tabular.cv_repeats}: keras AUC/acc "
-            + "/".join(f"{folds['keras'][-1].get(k, float('nan')):.3f}" for k in ("roc_auc", "accuracy"))
-            + ", baseline " + "/".join(f"{folds['baseline'][-1].get(k, float('nan')):.3f}" for k in ("roc_auc", "accuracy")))
-    pooled = {k: np.concatenate(v) for k, v in out_of_fold.items()}
-    return {"folds": folds, "summary": {name: summarise(f) for name, f in folds.items()}, "out_of_fold": pooled}
+        predictions = {"keras": predict_keras(keras_model, frame.iloc[test], spec),
+                       "baseline": predict_baseline(base_model, frame.iloc[test], spec)}
+        return {name: (metrics(y[test], p), p) for name, p in predictions.items()}
+
+    return cross_validation.run(spec.validation, spec.train.seed, y, fit_fold, tracker, shown=("roc_auc", "accuracy"))
 
 
 def site_validation(spec, frames, target_of) -> tuple[dict, dict]:
@@ -218,14 +208,13 @@ def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
 
 
 def to_markdown(spec, report: dict) -> str:
+    from pipelines.cross_validation import describe, summary_table
+
     cv = report["cross_validation"]
     names = list(next(iter(cv.values())).keys())
     lines = [f"# {spec.title}: validation report", "",
-             f"Repeated stratified {spec.tabular.cv_folds}-fold CV x {spec.tabular.cv_repeats} on {', '.join(spec.tabular.train_sites)} "
-             f"({report['train_rows']} rows), threshold 0.5; mean +- sd over folds.", "",
-             "| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for model, summary in cv.items():
-        lines.append(f"| {model} | " + " | ".join(f"{summary[k]['mean']:.3f} +- {summary[k]['sd']:.3f}" for k in names) + " |")
+             f"{describe(spec.validation, report['train_rows']).capitalize()} ({', '.join(spec.tabular.train_sites)}), "
+             "threshold 0.5; mean +- sd over folds.", "", *summary_table(cv, names)]
     if "threshold" in report:
         t = report["threshold"]
         lines += ["", f"Decision threshold (max. Youden J on pooled out-of-fold predictions): **{t['value']:.3f}**, "
@@ -273,7 +262,7 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 # What a small-table run never reads: no augmentation, views, precision policy, backbone,
 # early stopping (CV fixes the epochs) or subsampling (CV uses every row).
 _IMAGE_ONLY_KEYS = frozenset({
-    "data.val_fraction", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
+    "data.val_fraction", "data.views", "data.train_limit", "model.augmentation", "model.test_time_augmentation",
     "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
     "operating_point",  # a binary model has its decision threshold instead
@@ -309,6 +298,7 @@ class TabularClassification(Task):
         external and leave-one-site-out validation; then the final model on all training rows."""
         import time
 
+        from pipelines.cross_validation import describe
         from pipelines.runtime import import_keras
 
         import_keras()
@@ -318,8 +308,8 @@ class TabularClassification(Task):
         started = time.perf_counter()
         data = loaded.data
         train, y, frames = data["train"], data["y"], data["frames"]
-        say(f"[{spec.name}] repeated stratified CV: {spec.tabular.cv_repeats} x {spec.tabular.cv_folds} folds, keras vs logistic regression")
-        cv = repeated_cv(spec, train, y)
+        say(f"[{spec.name}] {describe(spec.validation, len(train))}: keras vs logistic regression on the same folds")
+        cv = repeated_cv(spec, train, y, tracker)
         report = {"train_rows": len(train), "cross_validation": cv["summary"], "per_fold": cv["folds"]}
         if spec.num_classes == 2:
             oof = cv["out_of_fold"]
@@ -338,8 +328,9 @@ class TabularClassification(Task):
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
         report = fitted.extra["report"]
         cv = fitted.extra["cv"]
-        logged = {f"cv_{model}_{k}_{stat}": v[stat] for model, summary in cv["summary"].items()
-                  for k, v in summary.items() for stat in ("mean", "sd")}
+        from pipelines.cross_validation import run_metrics
+
+        logged = run_metrics(cv["summary"])
         files = []
         if "threshold" in report:
             t = report["threshold"]

@@ -5,7 +5,7 @@ The whole data set (920 rows) is bundled, so the default source is the bundled c
 either format from a folder.
 """
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TabularConfig, TrainConfig
+from pipelines.config import DataConfig, ModelConfig, Spec, TabularConfig, TrainConfig, ValidationConfig
 from pipelines.loaders.uci_heart_format import CATEGORICAL, NUMERIC
 
 SPEC = Spec(
@@ -27,6 +27,7 @@ SPEC = Spec(
     model=ModelConfig(builder="tabular_mlp", params={"hidden_units": (8,), "dropout": 0.5}),
     train=TrainConfig(epochs=60, batch_size=32, learning_rate=3e-3, weight_decay=1e-2, class_weights=1.0),
     tabular=TabularConfig(numeric=NUMERIC, categorical=CATEGORICAL),
+    validation=ValidationConfig(cv_folds=5, cv_repeats=5),  # repeated stratified k-fold on the training sites
     primary_metric="roc_auc",
     # No held-out test split: 303 rows are judged by repeated CV (mean ROC AUC over the folds).
     ranking_metric="cv_keras_roc_auc_mean",
