@@ -37,7 +37,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-DEFAULT_CONFIG = {"max_batch_size": 1024, "intra_op_threads": 1, "inter_op_threads": 1}
+# MLflow overrides only keys the logged config has (load_model's model_config, SERVING_MODEL_CONFIG):
+# `operating_point` is logged as "" (the model's own default) so that `serve --operating-point` can set it.
+DEFAULT_CONFIG = {"max_batch_size": 1024, "intra_op_threads": 1, "inter_op_threads": 1, "operating_point": ""}
 LABEL_COLUMN = "label"
 
 
@@ -202,6 +204,7 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         """What the `balanced` operating point subtracts from log p(y|x): tau * log prior(y)
         (pipelines.operating_points.adjusted_log_scores, repeated here: this file imports
         nothing from the package). None: labels are the argmax."""
+        requested = requested or None  # "": the model's default
         if requested not in (None, "accuracy", "balanced"):
             raise MlflowException(f"operating_point '{requested}': choose accuracy or balanced")
         point = requested or (points or {}).get("default", "accuracy")
