@@ -218,7 +218,10 @@ def run(args) -> int:
 
     spec = resolve_spec(args)
     if args.verb == "show":
-        print(json.dumps(spec.to_dict(), indent=2, default=str))
+        from pipelines.tasks import get_task
+
+        # As the task runs it: e.g. skin's input_shape follows data.image_size.
+        print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
         return 0
 
     from pipelines.runtime import configure_environment

@@ -3,13 +3,28 @@ serving model on the official test split, explain it with Grad-CAM."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from pipelines.console import say
 from pipelines.tasks import Evaluation, Fitted, Loaded, Task
+
+
+def sized(spec):
+    """The spec with `input_shape` following `data.image_size`: square images of that side,
+    channels kept (0, or the spec's own side: unchanged). The loader resizes to it, and the
+    model, export, model card and `predict` all read it from here."""
+    size = spec.data.image_size
+    if not size or tuple(spec.input_shape[:2]) == (size, size):
+        return spec
+    return dataclasses.replace(spec, input_shape=(size, size, *spec.input_shape[2:]))
 
 
 class ImageClassification(Task):
     # Tabular settings live in `spec.tabular`, which image specs do not have: nothing else to refuse.
     resumable = True
+
+    def prepare(self, spec):
+        return sized(spec)
 
     def load(self, spec) -> Loaded:
         from pipelines.loaders import load_dataset
