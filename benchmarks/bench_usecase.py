@@ -29,23 +29,29 @@ REFERENCES = {
 }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("usecase", choices=sorted(REFERENCES))
-    parser.add_argument("--data-dir")
-    args = parser.parse_args()
+def full_data_spec(usecase: str, data_dir: str | None):
+    """The default spec on its full data (`data_dir`, else ../shared/data/<usecase> when there),
+    tracked in bench-results/ (its own MLflow store and models folder), not the user's."""
     RESULTS.mkdir(exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "models"))
     sys.path.insert(0, str(REPO))
     from pipelines.config import apply_overrides
-    from pipelines.pipeline import run_train
     from pipelines.usecases import get_spec
 
-    spec = get_spec(args.usecase)
-    data_dir = args.data_dir or (str(SHARED / args.usecase) if (SHARED / args.usecase).is_dir() and args.usecase != "heart" else None)
-    if data_dir:
-        spec = apply_overrides(spec, {"data.data_dir": data_dir})
+    spec = get_spec(usecase)
+    data_dir = data_dir or (str(SHARED / usecase) if (SHARED / usecase).is_dir() and usecase != "heart" else None)
+    return apply_overrides(spec, {"data.data_dir": data_dir}) if data_dir else spec
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("usecase", choices=sorted(REFERENCES))
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    spec = full_data_spec(args.usecase, args.data_dir)
+    from pipelines.pipeline import run_train
+
     started = time.perf_counter()
     summary = run_train(spec, run_name="bench")
     seconds = time.perf_counter() - started

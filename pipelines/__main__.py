@@ -220,7 +220,8 @@ def run(args) -> int:
     if args.verb == "show":
         from pipelines.tasks import get_task
 
-        # As the task runs it: e.g. views=3 serves (32, 32, 9), cv_folds ranks by the CV mean.
+        # As the task runs it: e.g. skin's input_shape follows data.image_size, views=3 serves
+        # (32, 32, 9), cv_folds ranks by the CV mean.
         print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
         return 0
 

@@ -30,6 +30,10 @@ class DataConfig:
     data_dir: str | None = None  # a local folder holding the data set; skips the download
     val_fraction: Fraction = 0.1  # carved from train, stratified, when the data set has no val split; 0: none
     train_limit: NonNegative = 0  # keep at most this many training examples (0: all); for quick runs
+    # Square images of this side, decoded and resized by the loader (skin: the HAM10000 JPEGs, or
+    # MedMNIST+'s dermamnist_<size>.npz); the image task derives `input_shape` from it. 0: the
+    # spec's own input_shape. Only loaders that resize read it (`pipelines.loaders.LOADER_KEYS`).
+    image_size: Annotated[int, Range(0, 1024)] = 0
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
     # Photos of each object stacked as channels, RGB after RGB: 3 reads CUCUMBER-9 prototype 2
     # (three views of each cucumber) and serves (32, 32, 9) (`pipelines.tasks.image_classification.stacked_views`).
@@ -132,10 +136,12 @@ class Spec:
 
 def flatten(spec: Spec) -> dict[str, Any]:
     """All settable keys with their current values: `train.epochs`, `model.builder`, `model.<param>`;
-    without the keys the spec's task never reads (heart has no `train.precision`)."""
+    without the keys the spec's task or loader never reads (heart has no `train.precision`, digits
+    no `data.image_size`)."""
+    from pipelines.loaders import unused_keys
     from pipelines.tasks import get_task
 
-    unused = get_task(spec.task).unused_keys
+    unused = get_task(spec.task).unused_keys | unused_keys(spec.data.loader)
     flat: dict[str, Any] = {}
 
     def walk(obj: Any, prefix: str) -> None:

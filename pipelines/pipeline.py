@@ -196,11 +196,41 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     metadata = json.loads(info_path.read_text()) if info_path.is_file() else {"usecase": spec.name}
     register_custom_layers()
     model = keras.models.load_model(str(path))
-    # Real test images from the bundled sample prove the export, whatever data trained it.
+    # The checkpoint's own input (a skin model trained at data.image_size=192 takes 192x192x3),
+    # not the spec's default: `predict` resizes files to what metadata.json says.
+    shape = tuple(model.inputs[0].shape[1:])
+    metadata = {**metadata, "input_shape": list(shape), "input_dtype": "uint8"}
+    # Real test images from the bundled sample prove the export, whatever data trained it,
+    # resized to the model's input where it was trained at another size.
     sample = load_dataset(config.apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))
-    model_dir = export.export_savedmodel(model, spec.name, sample.test.x[:64], metadata, spec.export.tolerance)
+    check = sample.test.x[:64]
+    if check.shape[1:] != shape:
+        from pipelines.predict import resize_images
+
+        check = resize_images(check, shape)
+    model_dir = export.export_savedmodel(model, spec.name, check, metadata, spec.export.tolerance)
     say(f"[{spec.name}] SavedModel: {model_dir}")
     return model_dir
+
+
+def at_model_size(spec, metadata: dict):
+    """The spec as the task runs it, its images at the exported model's size: a skin model
+    trained at `data.image_size=192` is evaluated on 192 px images without repeating the --set;
+    a size set on the command line that contradicts the model is refused."""
+    from pipelines.tasks import get_task
+    from pipelines.usecases import get_spec
+
+    task = get_task(spec.task)
+    prepared = task.prepare(spec)
+    shape = tuple(metadata.get("input_shape") or prepared.input_shape)
+    if shape == tuple(prepared.input_shape):
+        return prepared
+    what = f"the model takes {'x'.join(map(str, shape))} images"
+    if "data.image_size" not in config.flatten(spec):
+        raise PipelineError(f"{what}, {spec.name}'s data {'x'.join(map(str, prepared.input_shape))}")
+    if spec.data.image_size != get_spec(spec.name).data.image_size:
+        raise PipelineError(f"{what}, not data.image_size={spec.data.image_size}: drop that --set or make it {shape[0]}")
+    return task.prepare(config.apply_overrides(spec, {"data.image_size": shape[0]}))
 
 
 def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None, operating_point: str | None = None) -> dict:
@@ -221,7 +251,7 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
     operating_points.check_point(operating_point, metadata, str(folder))
     points = operating_points.OperatingPoints.from_metadata(metadata)
-    spec = get_task(spec.task).prepare(spec)
+    spec = at_model_size(spec, metadata)
     dataset = load_dataset(spec)
     say(f"[{spec.name}] evaluating {folder} on {dataset.describe()}")
     if metadata.get("trained_on_all_data") and metadata.get("data_sha256") == dataset.sha256:

@@ -77,6 +77,15 @@ def read_image(path: Path, input_shape: tuple) -> np.ndarray:
     return np.asarray(converted, dtype=np.uint8).reshape(input_shape)
 
 
+def resize_images(images: np.ndarray, input_shape: tuple) -> np.ndarray:
+    """uint8 images `[N, H, W(, 3)]` resized to `input_shape` as `read_image` resizes a file (Lanczos)."""
+    from PIL import Image
+
+    height, width = input_shape[:2]
+    resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS)) for image in images]
+    return np.stack(resized).astype(np.uint8).reshape((len(images), *input_shape))
+
+
 def _too_large(path: Path, what: str, limit: int) -> PipelineError:
     return PipelineError(f"{path}: {what} is over the limit of {limit:,} pixels, refused before decoding "
                          f"(a decompression bomb?); downscale it first")

@@ -55,7 +55,8 @@ def trained_once(tmp_path_factory, usecase: str, overrides: dict):
     from pipelines.usecases import get_spec
 
     root = tmp_path_factory.mktemp(usecase)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models")}
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models"),
+           "PIPELINES_DATA_ROOT": str(root / "data")}  # caches (HAM10000's resized images) too
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -95,3 +96,36 @@ def prototype_2_folder(folder, x, y, test_size: int = 99):
     write_cifar_batch(folder / "data_batch_2", views[train // 2 : train], y[train // 2 : train])
     write_cifar_batch(folder / "test_batch", views[train:], y[train:])
     return views
+
+
+def make_ham10000(folder: Path, count: int = 140, size: tuple[int, int] = (60, 45)) -> list[dict]:
+    """A folder in the HAM10000 layout, built from real DermaMNIST images (the bundled sample's
+    first `count` training images): `HAM10000_metadata.csv` (lesion_id, image_id, dx) and JPEGs
+    of `size` (width, height) in a subfolder, as released. Like HAM10000, a lesion has one to
+    three images, all of one diagnosis. Returns the metadata rows, in file order."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from pipelines import paths
+    from pipelines.usecases import get_spec
+
+    classes = get_spec("skin").class_names
+    with np.load(paths.samples_dir("skin") / "train.npz") as sample:
+        x, y = sample["x"][:count], sample["y"][:count]
+    images = folder / "HAM10000_images_part_1"
+    images.mkdir(parents=True)
+    rows, lesion = [], 0
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        start = 0
+        while start < len(members):
+            size_of_lesion = 1 + lesion % 3
+            for i in members[start : start + size_of_lesion]:
+                image_id = f"ISIC_{i:07d}"
+                Image.fromarray(x[i]).resize(size, Image.Resampling.BICUBIC).save(images / f"{image_id}.jpg", quality=90)
+                rows.append({"lesion_id": f"HAM_{lesion:07d}", "image_id": image_id, "dx": classes[int(label)]})
+            start += size_of_lesion
+            lesion += 1
+    pd.DataFrame(rows).to_csv(folder / "HAM10000_metadata.csv", index=False)
+    return rows

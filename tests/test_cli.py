@@ -1,5 +1,6 @@
 """The command line: instant help, one-line errors with exit code 2, no traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -43,6 +44,14 @@ def test_show_applies_overrides():
     result = run_cli("show", "digits", "--data", "sample", "--set", "epochs=3")
     assert result.returncode == 0
     assert '"epochs": 3' in result.stdout and '"source": "sample"' in result.stdout
+
+
+def test_show_prints_the_spec_as_the_task_runs_it():
+    """skin at `data.image_size=192`: the input shape that the model, export and predict use."""
+    result = run_cli("show", "skin", "--set", "data.image_size=192")
+    assert result.returncode == 0, result.stderr
+    spec = json.loads(result.stdout)
+    assert spec["input_shape"] == [192, 192, 3] and spec["data"]["image_size"] == 192
 
 
 def test_missing_data_dir_is_one_line(tmp_path):

@@ -127,6 +127,25 @@ def test_one_cv_setting_for_every_task():
     assert get_spec("heart").validation.cv_folds == 5 and get_spec("digits").validation.cv_folds == 0
 
 
+def test_image_size_is_a_key_only_where_the_loader_resizes():
+    """Skin's loader decodes and resizes HAM10000 JPEGs; MNIST, CIFAR and CSV loaders read arrays
+    as they are, so `data.image_size` there would change nothing: refused like an unknown key."""
+    skin = get_spec("skin")
+    assert skin.data.image_size == 28 and apply_overrides(skin, ["image_size=192"]).data.image_size == 192
+    with pytest.raises(UsageError, match="data.image_size=2000: must be >= 0 and <= 1024"):
+        apply_overrides(skin, ["data.image_size=2000"])
+    for usecase in ("digits", "clothing", "heart", "cucumber"):
+        assert "data.image_size" not in flatten(get_spec(usecase)), usecase
+        with pytest.raises(UsageError, match="unknown --set key 'data.image_size'"):
+            apply_overrides(get_spec(usecase), ["data.image_size=64"])
+    # cucumber's `image_size` stays its backbone's (the README's `SET="image_size=160 ..."`) ...
+    assert apply_overrides(get_spec("cucumber"), ["image_size=160"]).model.params["image_size"] == 160
+    # ... and skin with a backbone has both: the short key names them.
+    transfer = apply_overrides(skin, ["model.builder=transfer"])
+    with pytest.raises(UsageError, match="ambiguous for skin: use one of data.image_size, model.image_size"):
+        apply_overrides(transfer, ["image_size=192"])
+
+
 def test_a_bad_value_is_refused_before_any_data_is_loaded(tmp_path):
     """No download, no TensorFlow: the full-data default would otherwise start fetching MNIST."""
     from conftest import run_cli

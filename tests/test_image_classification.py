@@ -1,10 +1,12 @@
-"""The image task cross-validated (`cv_folds`) on CUCUMBER-9 prototype 2 (`views=3`), end to end:
-a prototype-2-shaped folder built from the real sample photos, a short 2-fold run through
-`run_train`, the 9-channel SavedModel reloaded and served, and what the run, its report and its
-metadata say about how the model was judged."""
+"""The image task: `data.image_size` sets the input shape that the loader, the model, the export,
+the model card and `predict` follow; cross-validated (`cv_folds`) on CUCUMBER-9 prototype 2
+(`views=3`) end to end: a prototype-2-shaped folder built from the real sample photos, a short
+2-fold run through `run_train`, the 9-channel SavedModel reloaded and served, and what the run,
+its report and its metadata say about how the model was judged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +15,10 @@ import pytest
 from conftest import prototype_2_folder, run_cli, trained_once
 
 from pipelines import paths
+from pipelines.config import apply_overrides
+from pipelines.tasks import get_task
+from pipelines.tasks.image_classification import sized
+from pipelines.usecases import get_spec
 
 SHORT = {"data.views": 3, "validation.cv_folds": 2, "data.train_limit": 135, "train.epochs": 2, "train.fine_tune_epochs": 1,
          "model.image_size": 32}
@@ -93,3 +99,18 @@ def test_predict_and_evaluate_say_what_a_cross_validated_model_is(trained, proto
                      "--out", str(tmp_path / "evaluation"), env=trained["env"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "was trained on every image of this data (a cross-validated run): these test figures are on training images" in result.stdout
+
+
+def test_the_default_size_leaves_the_spec_as_it_is():
+    skin = get_spec("skin")
+    assert skin.data.image_size == 28 and sized(skin) is skin
+    cucumber = get_spec("cucumber")  # 0: the spec's own 32x32x3
+    assert cucumber.data.image_size == 0 and sized(cucumber) is cucumber
+
+
+def test_image_size_sets_a_square_input_and_keeps_the_channels():
+    prepared = get_task("image_classification").prepare(apply_overrides(get_spec("skin"), ["data.image_size=192"]))
+    assert prepared.input_shape == (192, 192, 3) and prepared.data.image_size == 192
+    digits = get_spec("digits")  # grey images are served as (H, W): no channel axis appears
+    grey = dataclasses.replace(digits, data=dataclasses.replace(digits.data, image_size=64))
+    assert sized(grey).input_shape == (64, 64)

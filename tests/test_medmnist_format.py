@@ -1,15 +1,18 @@
-"""The skin lesion loader: MedMNIST npz, the bundled x/y splits, and the HAM10000 layout
-(built here from real DermaMNIST images) with its lesion-grouped split and resize cache."""
+"""The skin lesion loader: MedMNIST npz (and MedMNIST+'s larger copies), the bundled x/y splits,
+and the HAM10000 layout (built here from real DermaMNIST images) with its lesion-grouped split
+and its resize cache, one per `data.image_size`."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from conftest import make_ham10000
 
 from pipelines import paths
 from pipelines.config import apply_overrides
 from pipelines.errors import PipelineError
 from pipelines.loaders.medmnist_format import lesion_grouped_split, read_folder
+from pipelines.predict import resize_images
+from pipelines.tasks.image_classification import sized
 from pipelines.usecases import get_spec
 
 SPEC = get_spec("skin")
@@ -49,33 +52,27 @@ def test_lesion_grouped_split_never_shares_a_lesion():
         assert abs(np.mean(labels[split] == 0) - np.mean(labels == 0)) < 0.05
 
 
-def make_ham10000(folder, bundled, count=140):
-    """A HAM10000-layout folder: real DermaMNIST images as JPEGs, two images per lesion."""
-    images = folder / "HAM10000_images_part_1"
-    images.mkdir(parents=True)
-    rows = []
-    for i in range(count):
-        image_id = f"ISIC_{i:07d}"
-        Image.fromarray(bundled.train.x[i]).resize((60, 45)).save(images / f"{image_id}.jpg", quality=90)
-        rows.append({"lesion_id": f"HAM_{i // 2:07d}", "image_id": image_id, "dx": SPEC.class_names[bundled.train.y[i]]})
-    pd.DataFrame(rows).to_csv(folder / "HAM10000_metadata.csv", index=False)
-    return rows
+def at_size(size: int):
+    """The skin spec at `data.image_size=size`, as the image task runs it."""
+    return sized(apply_overrides(SPEC, {"data.image_size": size}))
 
 
-def test_ham10000_layout_is_resized_cached_and_lesion_grouped(bundled, tmp_path, isolated):
-    rows = make_ham10000(tmp_path / "ham", bundled)
+def test_ham10000_layout_is_resized_cached_and_lesion_grouped(tmp_path, isolated):
+    rows = make_ham10000(tmp_path / "ham")
+    lesion_ids = np.array([r["lesion_id"] for r in rows])
+    assert len(set(lesion_ids)) < len(rows) - 20  # several lesions have several images
     spec = apply_overrides(SPEC, {"data.data_dir": str(tmp_path / "ham")})
     first = read_folder(tmp_path / "ham", spec, "data_dir")
     assert first.train.x.shape[1:] == (28, 28, 3) and len(first.train) + len(first.val) + len(first.test) == len(rows)
     assert list(first.files) == ["HAM10000_metadata.csv"]
     (cache,) = (paths.data_root() / "cache").glob("ham10000-28x28x3-*.npz")
     everything = np.load(cache)["x"]  # every row's image, resized, in metadata order
-    lesion_ids = np.array([r["lesion_id"] for r in rows])
     labels = np.array([SPEC.class_names.index(r["dx"]) for r in rows])
     train, val, test = lesion_grouped_split(lesion_ids, labels, (0.1, 0.2), spec.train.seed)
     np.testing.assert_array_equal(first.train.x, everything[train])
     np.testing.assert_array_equal(first.test.y, labels[test])
     assert not set(lesion_ids[train]) & set(lesion_ids[test]) and not set(lesion_ids[val]) & set(lesion_ids[test])
+    assert not set(lesion_ids[train]) & set(lesion_ids[val])
     # The second read comes from the cache: the JPEGs are no longer needed.
     for jpg in (tmp_path / "ham").rglob("*.jpg"):
         jpg.unlink()
@@ -83,9 +80,48 @@ def test_ham10000_layout_is_resized_cached_and_lesion_grouped(bundled, tmp_path,
     np.testing.assert_array_equal(second.train.x, first.train.x)
 
 
-def test_ham10000_errors_name_the_problem(bundled, tmp_path, isolated):
+def test_ham10000_is_read_at_the_chosen_size_with_a_cache_per_size(tmp_path, isolated):
+    """DermaMNIST images upsampled to 4:3 JPEGs (HAM10000's 600x450 shape), read at 28 and 128 px:
+    one cache file per size, the same lesion-grouped split at both, and a size that was never
+    cached needs the JPEGs again."""
     folder = tmp_path / "ham"
-    make_ham10000(folder, bundled, count=10)
+    make_ham10000(folder, count=60, size=(160, 120))
+    small = read_folder(folder, at_size(28), "data_dir")
+    large = read_folder(folder, at_size(128), "data_dir")
+    assert large.train.x.shape[1:] == (128, 128, 3) and large.train.x.dtype == np.uint8
+    np.testing.assert_array_equal(large.test.y, small.test.y)  # the split does not depend on the size
+    caches = sorted(p.name for p in (paths.data_root() / "cache").glob("ham10000-*.npz"))
+    assert [name.split("-")[1] for name in caches] == ["128x128x3", "28x28x3"]
+    assert len({name.split("-")[2] for name in caches}) == 2  # the key holds the size too
+    # Upsampled, not a blur of something else: 128 px shrunk back to 28 is close to the 28 px read.
+    difference = np.abs(resize_images(large.train.x[:8], (28, 28, 3)).astype(int) - small.train.x[:8].astype(int))
+    assert difference.mean() < 12
+    for jpg in folder.rglob("*.jpg"):
+        jpg.unlink()
+    np.testing.assert_array_equal(read_folder(folder, at_size(128), "data_dir").train.x, large.train.x)  # from its cache
+    with pytest.raises(PipelineError, match="image\\(s\\) listed in HAM10000_metadata.csv are not under"):
+        read_folder(folder, at_size(64), "data_dir")  # no 64 px cache: the JPEGs would be needed
+
+
+def test_another_size_of_dermamnist_arrays_needs_medmnist_plus_or_the_jpegs(bundled, tmp_path):
+    with pytest.raises(PipelineError) as error:
+        read_folder(paths.samples_dir("skin"), at_size(128), "sample")
+    assert "data.image_size=128" in str(error.value) and "train/val/test.npz (28x28)" in str(error.value)
+    assert "HAM10000 JPEGs" in str(error.value) and "dermamnist_128.npz" in str(error.value)
+    # MedMNIST+ names its larger copies dermamnist_<size>.npz: each size reads its own file.
+    for name, side in (("dermamnist.npz", 28), ("dermamnist_64.npz", 64)):
+        np.savez(tmp_path / name, **{f"{s}_images": resize_images(getattr(bundled, s).x[:20], (side, side, 3)) for s in ("train", "val", "test")},
+                 **{f"{s}_labels": getattr(bundled, s).y[:20].reshape(-1, 1) for s in ("train", "val", "test")})
+    assert read_folder(tmp_path, at_size(28), "data_dir").train.x.shape[1:] == (28, 28, 3)
+    at_64 = read_folder(tmp_path, at_size(64), "data_dir")
+    assert at_64.train.x.shape[1:] == (64, 64, 3) and list(at_64.files) == ["dermamnist_64.npz"]
+    with pytest.raises(PipelineError, match="or --set data.image_size=28 or 64$"):
+        read_folder(tmp_path, at_size(224), "data_dir")
+
+
+def test_ham10000_errors_name_the_problem(tmp_path, isolated):
+    folder = tmp_path / "ham"
+    make_ham10000(folder, count=10)
     (folder / "HAM10000_images_part_1" / "ISIC_0000003.jpg").write_bytes(b"\xff\xd8\xff truncated")
     with pytest.raises(PipelineError, match="ISIC_0000003.jpg: not a readable image"):
         read_folder(folder, SPEC, "data_dir")

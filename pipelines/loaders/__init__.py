@@ -17,6 +17,17 @@ LOADERS = {
     "uci_heart_format": "pipelines.loaders.uci_heart_format:load",
 }
 
+# Data keys only some loaders read: `--set` refuses them for the other use cases, like a key the
+# task never reads, rather than accept a value that would change nothing.
+LOADER_KEYS = {
+    "medmnist_format": frozenset({"data.image_size"}),  # resizes the HAM10000 JPEGs
+}
+_OPTIONAL_KEYS = frozenset().union(*LOADER_KEYS.values())
+
+
+def unused_keys(loader: str) -> frozenset:
+    return _OPTIONAL_KEYS - LOADER_KEYS.get(loader, frozenset())
+
 
 def get_loader(name: str):
     if name not in LOADERS:

@@ -1,18 +1,25 @@
 """Skin lesion images: DermaMNIST (MedMNIST v2) arrays, or the full HAM10000 release.
 
-Reads whichever layout the folder holds, first match wins:
+Reads whichever layout the folder holds at the spec's image size (`data.image_size`, which
+sets `input_shape`; DermaMNIST's own is 28), first match wins:
 1. MedMNIST's `dermamnist.npz` (or any `*mnist*.npz`) with `train_images`, `train_labels`,
-   `val_images`, ... and its official train/val/test split;
-2. `train.npz`, `val.npz`, `test.npz` with `x`, `y` (the bundled sample, ../shared/data/skin);
-3. HAM10000 as released: `HAM10000_metadata.csv` (`image_id`, `lesion_id`, `dx`) beside the
-   JPEGs (`<image_id>.jpg`, in the folder or any subfolder). Images are resized once to the
-   spec's size and cached under `data/cache/`; the split is **by lesion**, so no lesion's
-   images are in two splits (public random splits leak them), stratified by `dx`.
+   `val_images`, ... and its official train/val/test split; at another size, MedMNIST+'s
+   `dermamnist_<size>.npz` (64, 128, 224), same keys and split;
+2. at 28 px, `train.npz`, `val.npz`, `test.npz` with `x`, `y` (the bundled sample, ../shared/data/skin);
+3. HAM10000 as released, at any size: `HAM10000_metadata.csv` (`image_id`, `lesion_id`, `dx`)
+   beside the JPEGs (`<image_id>.jpg`, in the folder or any subfolder). Images are resized once
+   to the spec's size and cached under `data/cache/`, one file per size; the split is **by
+   lesion**, so no lesion's images are in two splits (public random splits leak them),
+   stratified by `dx`.
+
+A size the folder does not hold (128 px asked of 28x28 DermaMNIST arrays) is a one-line error
+naming what would do, before any image is decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -26,6 +33,7 @@ from pipelines.sources import locate, sha256sum
 
 LAYOUTS = "dermamnist.npz (MedMNIST keys), train/val/test.npz (x, y), or HAM10000_metadata.csv with the JPEGs"
 METADATA = "HAM10000_metadata.csv"
+NATIVE_SIZE = 28  # DermaMNIST (MedMNIST v2); MedMNIST+ names its larger copies dermamnist_<size>.npz
 
 
 def load(spec) -> Dataset:
@@ -36,17 +44,26 @@ def load(spec) -> Dataset:
 
 
 def read_folder(folder: Path, spec, origin: str) -> Dataset:
-    medmnist = sorted(p for p in folder.glob("*mnist*.npz"))
-    if medmnist:
-        arrays = _read_npz(medmnist[0], tuple(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")))
-        splits = {s: checked_split(arrays[f"{s}_images"], arrays[f"{s}_labels"], f"{medmnist[0]} ({s}_images, {s}_labels)")
+    size = spec.input_shape[0]
+    medmnist = medmnist_files(folder)
+    arrays_xy = [folder / f"{s}.npz" for s in ("train", "val", "test")]
+    has_xy = all(p.is_file() for p in arrays_xy)
+    if size in medmnist:
+        arrays = _read_npz(medmnist[size], tuple(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels")))
+        splits = {s: checked_split(arrays[f"{s}_images"], arrays[f"{s}_labels"], f"{medmnist[size]} ({s}_images, {s}_labels)")
                   for s in ("train", "val", "test")}
-        used = medmnist[:1]
-    elif all((folder / f"{s}.npz").is_file() for s in ("train", "val", "test")):
-        used = [folder / f"{s}.npz" for s in ("train", "val", "test")]
+        used = [medmnist[size]]
+    elif size == NATIVE_SIZE and has_xy:
+        used = arrays_xy
         splits = {p.stem: _read_xy_npz(p) for p in used}
     elif (folder / METADATA).is_file():
         splits, used = read_ham10000(folder, spec)
+    elif medmnist or has_xy:
+        held = {**{s: p.name for s, p in medmnist.items()}, **({NATIVE_SIZE: "train/val/test.npz"} if has_xy else {})}
+        what = ", ".join(f"{name} ({s}x{s})" for s, name in sorted(held.items()))
+        raise PipelineError(f"data.image_size={size}: {folder} holds DermaMNIST arrays of another size only ({what}); "
+                            f"{size} px needs the HAM10000 JPEGs ({METADATA} beside them) or MedMNIST+'s dermamnist_{size}.npz, "
+                            f"or --set data.image_size={' or '.join(map(str, sorted(held)))}")
     else:
         raise PipelineError(f"{folder} holds no skin lesion data; expected {LAYOUTS}")
     return Dataset(
@@ -57,6 +74,16 @@ def read_folder(folder: Path, spec, origin: str) -> Dataset:
         origin=origin,
         files={path.name: sha256sum(path) for path in used},
     )
+
+
+def medmnist_files(folder: Path) -> dict[int, Path]:
+    """MedMNIST archives in `folder` by image side: `dermamnist.npz` is 28, MedMNIST+'s
+    `dermamnist_128.npz` 128 (read from the name; the arrays are checked once loaded)."""
+    found: dict[int, Path] = {}
+    for path in sorted(folder.glob("*mnist*.npz")):
+        side = re.search(r"_(\d+)\.npz$", path.name)
+        found.setdefault(int(side[1]) if side else NATIVE_SIZE, path)
+    return found
 
 
 def lesion_grouped_split(groups: np.ndarray, labels: np.ndarray, fractions: tuple[float, float], seed: int):
@@ -102,7 +129,8 @@ def read_ham10000(folder: Path, spec) -> tuple[dict[str, Split], list[Path]]:
 
 
 def _resized_images(folder: Path, image_ids: list[str], shape: tuple, metadata_sha: str) -> np.ndarray:
-    """Decode and resize every image once; later runs read the cached array."""
+    """Decode and resize every image once; later runs read the cached array. The cache file is
+    keyed by the metadata's sha256 and the size, so every size has its own."""
     key = hashlib.sha256(f"{metadata_sha} {shape}".encode()).hexdigest()[:16]
     cache = paths.data_root() / "cache" / f"ham10000-{'x'.join(map(str, shape))}-{key}.npz"
     if cache.is_file():
@@ -114,7 +142,9 @@ def _resized_images(folder: Path, image_ids: list[str], shape: tuple, metadata_s
     absent = [i for i in image_ids if i not in files]
     if absent:
         raise PipelineError(f"{len(absent)} image(s) listed in {METADATA} are not under {folder} (first: {absent[0]}.jpg)")
-    images = np.stack([read_image(files[i], shape) for i in image_ids])  # names a corrupt file in its error
+    images = np.empty((len(image_ids), *shape), np.uint8)  # filled in place: 10,015 x 224 x 224 x 3 is 1.5 GB
+    for row, image_id in enumerate(image_ids):
+        images[row] = read_image(files[image_id], shape)  # names a corrupt file in its error
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(cache.stem + ".part.npz")
     np.savez(partial, x=images)

@@ -32,12 +32,22 @@ def cross_validated(spec) -> bool:
     return spec.validation.cv_folds > 0
 
 
+def sized(spec):
+    """The spec with `input_shape` following `data.image_size`: square images of that side,
+    channels kept (0, or the spec's own side: unchanged). The loader resizes to it, and the
+    model, export, model card and `predict` all read it from here."""
+    size = spec.data.image_size
+    if not size or tuple(spec.input_shape[:2]) == (size, size):
+        return spec
+    return dataclasses.replace(spec, input_shape=(size, size, *spec.input_shape[2:]))
+
+
 class ImageClassification(Task):
     # Tabular settings live in `spec.tabular`, which image specs do not have: nothing else to refuse.
     resumable = True
 
     def prepare(self, spec):
-        spec = stacked_views(spec)
+        spec = stacked_views(sized(spec))
         if cross_validated(spec):
             from pipelines.cross_validation import ranking_metric
 

@@ -1,5 +1,10 @@
 """Skin lesion classification: HAM10000 dermatoscopic images, 7 diagnoses, as DermaMNIST
-(28x28 RGB, official MedMNIST split) or the full HAM10000 release (lesion-grouped split)."""
+(28x28 RGB, official MedMNIST split) or the full HAM10000 release (lesion-grouped split) at
+the resolution `data.image_size` sets.
+
+Full resolution with the pretrained backbone is a `--set` away (the README's skin section):
+`data.image_size=192 model.builder=transfer model.image_size=192 ...` on the HAM10000 JPEGs;
+the exported model, its card and `predict` then take 192x192x3 images."""
 
 from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig
 
@@ -7,7 +12,7 @@ SPEC = Spec(
     name="skin",
     title="Skin lesion classification (HAM10000 / DermaMNIST)",
     task="image_classification",
-    input_shape=(28, 28, 3),
+    input_shape=(28, 28, 3),  # follows data.image_size (pipelines.tasks.image_classification.sized)
     class_names=("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"),
     description=(
         "Classifies a dermatoscopic image of a pigmented skin lesion into 7 diagnoses: actinic keratosis/"
@@ -19,10 +24,14 @@ SPEC = Spec(
         # No checksummed canonical download is known here: pass --data-dir with dermamnist.npz
         # (MedMNIST) or the HAM10000 release, or put it in data/raw/skin/.
         options={"val_fraction": 0.1, "test_fraction": 0.2},  # HAM10000 lesion-grouped split only
+        # DermaMNIST's 28x28. HAM10000's JPEGs (600x450) are resized to any size, cached per
+        # size; other sizes of DermaMNIST need MedMNIST+'s dermamnist_<size>.npz (64, 128, 224).
+        image_size=28,
     ),
     model=ModelConfig(
         # Chosen on full DermaMNIST over small_cnn (balanced accuracy and AUC): the figures are in
-        # benchmarks/RESULTS.md (`make bench-skin`).
+        # benchmarks/RESULTS.md (`make bench-skin`); against the ImageNet MobileNet `transfer`
+        # builder on the same data, `make bench-skin-transfer`.
         builder="residual_cnn",
         # Dermatoscopic images have no up or left: flips and rotations are label-preserving.
         augmentation=("flip", "rotate:0.1", "zoom:0.1", "contrast:0.1"),
@@ -44,7 +53,7 @@ SPEC = Spec(
     intended_use="Research and teaching on dermatoscopic image classification. NOT A MEDICAL DEVICE.",
     limitations=(
         "Not a medical device and not for diagnosis: a clinician must make every clinical decision. "
-        "28x28 images lose most dermatoscopic detail; HAM10000 comes from two sites (Vienna, Queensland) and mostly "
+        "At DermaMNIST's 28x28 (data.image_size) most dermatoscopic detail is lost; HAM10000 comes from two sites (Vienna, Queensland) and mostly "
         "light skin, so other populations, cameras and non-dermatoscopic photos are out of distribution. "
         "About 67% of images are nevi: read balanced accuracy and per-class recall (melanoma!), not accuracy alone."
     ),
