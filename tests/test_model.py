@@ -56,7 +56,7 @@ def test_three_view_images_are_augmented_and_averaged_as_one_image():
     from pipelines.tasks.image_classification import stacked_views
     from pipelines.training import predict_probabilities
 
-    spec = stacked_views(apply_overrides(get_spec("cucumber"), {"data.views": 3, "image_size": 32, "weights": "none",
+    spec = stacked_views(apply_overrides(get_spec("cucumber"), {"data.views": 3, "image_size": 32, "weights": "none", "fine_tune_epochs": 0,
                                                                 "model.augmentation": ("flip", "rotate:0.2", "zoom", "contrast"),
                                                                 "model.test_time_augmentation": ("flip_horizontal",)}))
     assert spec.input_shape == (32, 32, 9) and stacked_views(spec).input_shape == (32, 32, 9)  # idempotent
