@@ -54,7 +54,8 @@ def spec_of_run(run_id: str, usecase: str | None = None):
 MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats"}
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
-BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1}
+# data.image_size is read for skin only, which trained at DermaMNIST's 28x28 until it existed.
+BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "data.image_size": 28}
 
 
 def _lookup(logged: dict, key: str) -> Any:

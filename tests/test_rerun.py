@@ -52,7 +52,8 @@ def test_an_unknown_run_is_one_line(original):
 
 def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
     """Heart logged `tabular.cv_folds` before it became `validation.cv_folds`; runs logged before
-    `cv_folds` and `views` existed were held out and one view, whatever the use case's default is now."""
+    `cv_folds`, `views` and `image_size` existed were held out, one view and 28x28, whatever the use
+    case's default is now."""
     from pipelines.errors import PipelineError
     from pipelines.rerun import _lookup
 
@@ -61,5 +62,7 @@ def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
     cucumber = {"data": {"source": "sample"}, "tabular": None, "model": {"builder": "transfer", "params": {"alpha": 0.25}}}
     assert (_lookup(cucumber, "validation.cv_folds"), _lookup(cucumber, "data.views"), _lookup(cucumber, "model.alpha")) == (0, 1, 0.25)
     assert _lookup({"validation": {"cv_folds": 5}}, "validation.cv_folds") == 5
+    skin = {"data": {"source": "full", "image_size": 192}}  # only skin's loader reads the size: 28x28 before it
+    assert (_lookup(skin, "data.image_size"), _lookup({"data": {"source": "full"}}, "data.image_size")) == (192, 28)
     with pytest.raises(PipelineError, match="the logged spec has no 'train.epochs' \\(it predates that setting\\)"):
         _lookup(cucumber, "train.epochs")
