@@ -55,12 +55,16 @@ MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "ta
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
 # data.image_size is read for skin only, which trained at DermaMNIST's 28x28 until it existed.
-BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "data.image_size": 28}
+# operating_point: older runs decided by argmax.
+BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "data.image_size": 28,
+                       "operating_point": "accuracy"}
 
 
 def _lookup(logged: dict, key: str) -> Any:
     """`train.epochs` -> logged["train"]["epochs"]; builder parameters live under model.params."""
-    section, _, name = key.partition(".")
+    section, dot, name = key.partition(".")
+    if not dot:  # a top-level setting (operating_point)
+        return logged[key] if key in logged else BEFORE_THEY_EXISTED[key]
     block = logged.get(section) or {}
     if section == "model" and name not in block:
         block = block.get("params", {})
