@@ -51,10 +51,10 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "models"))
     sys.path.insert(0, str(REPO))
-    from pipelines.config import apply_overrides
     from pipelines.pipeline import run_train
-    from pipelines.tracking import mlflow_client
+    from pipelines.tracking.tracker import mlflow_client
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     data = {"data.data_dir": args.data_dir} if args.data_dir else {"data.source": "sample"}
     rows = []
@@ -85,8 +85,8 @@ def main() -> int:
 
 
 def render(rows: list[dict], args) -> str:
-    from pipelines.config import ValidationConfig
-    from pipelines.cross_validation import describe, summary_table
+    from pipelines.core.spec import ValidationConfig
+    from pipelines.training.cross_validation import describe, summary_table
 
     fits = args.folds * args.repeats
     table = summary_table(

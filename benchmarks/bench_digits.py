@@ -26,14 +26,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "digits"
 def reference(data_dir: str | None) -> dict:
     """https://keras.io/examples/vision/mnist_convnet/, unchanged but for the data source."""
     sys.path.insert(0, str(REPO))
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     keras = import_keras()
     import numpy as np
 
-    from pipelines.config import apply_overrides
-    from pipelines.loaders import get_loader
+    from pipelines.data.loaders import get_loader
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     spec = apply_overrides(get_spec("digits"), {"data.data_dir": data_dir} if data_dir else {})
     data = get_loader("mnist_format")(spec)  # the official 60k/10k split, no val carved
@@ -68,9 +68,9 @@ def ours(data_dir: str | None) -> dict:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "models"))
     sys.path.insert(0, str(REPO))
-    from pipelines.config import apply_overrides
     from pipelines.pipeline import run_train
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     spec = apply_overrides(get_spec("digits"), {"data.data_dir": data_dir} if data_dir else {})
     started = time.perf_counter()

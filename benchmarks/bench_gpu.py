@@ -4,7 +4,7 @@ same device, in the same process: does our input pipeline and callback stack cos
 For digits (`small_cnn`), clothing (`residual_cnn`) and cucumber (`transfer`), on the data
 bundled in data/samples/ (or the full data with --full):
 
-- **ours**: `pipelines.training.train` (the `train` verb's fit: tf.data or NumPy input,
+- **ours**: `pipelines.training.fit.train` (the `train` verb's fit: tf.data or NumPy input,
   seeded shuffle stream, schedule, callbacks), with an epoch timer added;
 - **bare**: the very same model (same builder, augmentation, precision, optimizer and
   schedule) fitted with `model.fit(x, y, batch_size=..., validation_data=...)` on in-memory
@@ -36,7 +36,7 @@ USECASES = ("digits", "clothing", "cucumber")
 
 def epoch_timer():
     """A callback keeping each epoch's wall time (ends on the host, after the epoch's last step)."""
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     keras = import_keras()
 
@@ -56,7 +56,7 @@ def epoch_timer():
 
 def device_description() -> tuple[str, bool]:
     """(what trains, whether it is a GPU), from the backend in use."""
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     keras = import_keras()
     if keras.backend.backend() == "jax":
@@ -77,8 +77,8 @@ def device_description() -> tuple[str, bool]:
 def bench_spec(usecase: str, epochs: int, full: bool):
     """The default spec, shortened: `epochs` epochs, no fine-tuning phase, no early stop (so
     both sides run the same number of identical epochs)."""
-    from pipelines.config import apply_overrides
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     overrides = {"train.epochs": epochs, "train.fine_tune_epochs": 0, "train.early_stopping_patience": 0,
                  "train.warmup_epochs": 0}
@@ -95,16 +95,16 @@ def throughput(examples_per_epoch: int, seconds: list[float]) -> float:
 def test_accuracy(model, dataset) -> float:
     import numpy as np
 
-    from pipelines.training import predict_probabilities
+    from pipelines.training.fit import predict_probabilities
 
     return float(np.mean(np.argmax(predict_probabilities(model, dataset.test.x), axis=1) == dataset.test.y))
 
 
 def run_ours(spec, dataset) -> dict:
-    from pipelines import training
+    from pipelines.training import fit
 
     timer = epoch_timer()
-    result = training.train(spec, dataset, callbacks=(timer,))
+    result = fit.train(spec, dataset, callbacks=(timer,))
     examples = result.batching["process_examples_per_epoch"] if result.distribution.cluster else len(dataset.train)
     return {"side": "ours (train)", "epoch_seconds": timer.seconds, "images_per_second": throughput(examples, timer.seconds),
             "test_accuracy": test_accuracy(result.models.serving, dataset), "precision": result.distribution.precision,
@@ -115,10 +115,10 @@ def run_bare(spec, dataset, precision: str, batch: int) -> dict:
     """The same model and optimizer, `fit` on arrays: Keras' own batching, nothing of ours."""
     import math
 
-    from pipelines.input_pipeline import as_model_inputs
-    from pipelines.model import build_models
-    from pipelines.runtime import import_keras, seed_everything
-    from pipelines.training import compile_for_training
+    from pipelines.core.runtime import import_keras, seed_everything
+    from pipelines.data.input_pipeline import as_model_inputs
+    from pipelines.modeling.models import build_models
+    from pipelines.training.fit import compile_for_training
 
     keras = import_keras()
     seed_everything(spec.train.seed, deterministic=False)
@@ -152,8 +152,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'gpu' / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "gpu" / "models"))
-    from pipelines.loaders import load_dataset
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
+    from pipelines.data.loaders import load_dataset
 
     keras = import_keras()
     device, on_gpu = device_description()

@@ -67,10 +67,10 @@ def sample_inputs(usecase: str, count: int):
     """`count` real test inputs from the bundled sample (cycled if it has fewer)."""
     import numpy as np
 
-    from pipelines.config import apply_overrides
-    from pipelines.input_pipeline import as_model_inputs
-    from pipelines.loaders import load_dataset
+    from pipelines.data.input_pipeline import as_model_inputs
+    from pipelines.data.loaders import load_dataset
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     test = load_dataset(apply_overrides(get_spec(usecase), {"data.source": "sample"})).test
     inputs = as_model_inputs(test.x)
@@ -130,10 +130,10 @@ def measure(model_dir: str, usecase: str, calls: int) -> dict:
 
 def export_single_view(model_dir: str, usecase: str, target: str) -> None:
     """The same trained weights without test-time views, exported to `target`."""
-    from pipelines.config import apply_overrides
-    from pipelines.model import build_models, register_custom_layers
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
+    from pipelines.modeling.models import build_models, register_custom_layers
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     keras = import_keras()
     register_custom_layers()
@@ -147,7 +147,7 @@ def export_single_view(model_dir: str, usecase: str, target: str) -> None:
 
 def child(arguments) -> int:
     sys.path.insert(0, str(REPO))
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     if arguments.single_view_of:
         import_keras()

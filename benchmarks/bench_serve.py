@@ -31,7 +31,7 @@ from results import record  # noqa: E402 - benchmarks/results.py, beside this sc
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from pipelines.serve import DEFAULT_WORKERS  # noqa: E402 - the serve verb's default, for the report
+from pipelines.serving.serve import DEFAULT_WORKERS  # noqa: E402 - the serve verb's default, for the report
 
 RESULTS = REPO / "bench-results"
 STORE = RESULTS / "serve"
@@ -166,9 +166,9 @@ def in_process_call(saved_model_dir: Path):
 def image_batches(count: int, batch: int):
     """`count` requests of `batch` real test images each (cycled), as arrays and JSON bodies."""
     sys.path.insert(0, str(REPO))
-    from pipelines.config import apply_overrides
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     images = load_dataset(apply_overrides(get_spec("digits"), {"data.source": "sample"})).test.x
     arrays = [images[[(i * batch + j) % len(images) for j in range(batch)]] for i in range(count)]

@@ -2,7 +2,7 @@
 
 Trains the default skin spec (unweighted loss) and the same spec with `class_weights=0.5` (the
 previous default) on full DermaMNIST (official split), and reports each model's `accuracy`
-and `balanced` operating points (pipelines/operating_points.py; tau chosen on the validation
+and `balanced` operating points (pipelines/evaluation/operating_points.py; tau chosen on the validation
 split) on the official test split, beside the issue's targets and the MedMNIST v2 figures.
 Writes the `skin` section of benchmarks/RESULTS.md and bench-results/skin.{md,json}.
 
@@ -66,9 +66,9 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "models"))
     sys.path.insert(0, str(REPO))
-    from pipelines.config import apply_overrides
     from pipelines.pipeline import run_train
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     rows, runs = [], {}
     for key, (label, overrides) in MODELS.items():

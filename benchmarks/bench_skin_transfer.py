@@ -1,7 +1,7 @@
 """DermaMNIST, official split: the skin spec's `residual_cnn` against ImageNet transfer learning
 (MobileNet alpha 0.25 from models/pretrained/, the 28x28 images upsampled to 128 px inside the
 model), in one command, on the same data with the same loss, augmentation and test-time views.
-Prints, for both operating points of each model (pipelines/operating_points.py), test accuracy,
+Prints, for both operating points of each model (pipelines/evaluation/operating_points.py), test accuracy,
 balanced accuracy and melanoma recall, with macro AUC and wall time, side by side; records them
 in benchmarks/RESULTS.md and bench-results/skin-transfer.{json,md}.
 
@@ -51,9 +51,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, help="residual_cnn epochs (default: the spec's)")
     args = parser.parse_args()
     base = full_data_spec("skin", args.data_dir)
-    from pipelines.config import apply_overrides
     from pipelines.pipeline import run_train
-    from pipelines.tracking import mlflow_client
+    from pipelines.tracking.tracker import mlflow_client
+    from pipelines.usecases.settings import apply_overrides
 
     sides = [apply_overrides(base, {"train.epochs": args.epochs} if args.epochs else {}), apply_overrides(base, TRANSFER)]
     rows, runs = [], {}

@@ -36,8 +36,8 @@ def full_data_spec(usecase: str, data_dir: str | None):
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{RESULTS / 'mlflow.db'}")
     os.environ.setdefault("PIPELINES_MODELS_ROOT", str(RESULTS / "models"))
     sys.path.insert(0, str(REPO))
-    from pipelines.config import apply_overrides
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     spec = get_spec(usecase)
     data_dir = data_dir or (str(SHARED / usecase) if (SHARED / usecase).is_dir() and usecase != "heart" else None)

@@ -6,7 +6,24 @@ import argparse
 import json
 import sys
 
-from pipelines.errors import PipelineError, UsageError
+from pipelines import pipeline
+from pipelines.core.errors import PipelineError, UsageError
+from pipelines.core.runtime import configure_environment
+from pipelines.data.augmentation import AUGMENTATIONS
+from pipelines.evaluation.operating_points import check_point
+from pipelines.experiments.compare import run_compare
+from pipelines.experiments.rerun import logged_data_sha256, spec_of_run
+from pipelines.experiments.sweep import run_sweep
+from pipelines.export.saved_model import read_metadata
+from pipelines.modeling.builders import BUILDERS
+from pipelines.modeling.test_time_augmentation import TRANSFORMS
+from pipelines.serving import serve
+from pipelines.serving.predict import predict_files, print_predictions
+from pipelines.serving.predict_table import predict_csv, print_table_predictions
+from pipelines.tasks import get_task
+from pipelines.tracking.registry import promote, resolve_model_dir
+from pipelines.usecases import all_specs, get_spec
+from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
   list       the use cases, their data and models, the builders and augmentations
@@ -35,7 +52,7 @@ MODEL_HELP = ("models:/<usecase>@<alias>, models:/<usecase>/<version> or a model
               "(default: the champion)")
 
 
-# pipelines.operating_points.POINTS, spelled out so --help does not import NumPy.
+# pipelines.evaluation.operating_points.POINTS, spelled out so --help does not import NumPy.
 OPERATING_POINTS = ("accuracy", "balanced")
 OPERATING_POINT_HELP = ("the decision rule: accuracy (argmax of the probabilities) or balanced (logit-adjusted for "
                         "balanced accuracy, tau from the model's metadata); default: the model's own")
@@ -119,11 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_spec(args):
-    from pipelines.config import apply_overrides
-    from pipelines.usecases import get_spec
 
     if getattr(args, "from_run", None):
-        from pipelines.rerun import spec_of_run
 
         if args.overrides or args.data or args.data_dir:
             raise UsageError("--from-run re-runs the logged spec exactly: drop --set, --data and --data-dir")
@@ -144,10 +158,6 @@ def resolve_spec(args):
 
 
 def cmd_list() -> int:
-    from pipelines.augmentation import AUGMENTATIONS
-    from pipelines.builders import BUILDERS
-    from pipelines.test_time_augmentation import TRANSFORMS
-    from pipelines.usecases import all_specs
 
     print("use cases (make train-<name>):")
     for spec in all_specs():
@@ -176,31 +186,22 @@ def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
     if args.verb == "serve":
-        from pipelines.serve import serve
 
         serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
               **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
-        from pipelines.registry import promote
-        from pipelines.usecases import get_spec
 
         folder = promote(get_spec(args.usecase), args.version, args.reason)
         print(f"[{args.usecase}] champion: registered version {args.version} ({folder})")
         return 0
     if args.verb == "predict":
-        from pipelines.predict import predict_files, print_predictions
-        from pipelines.registry import resolve_model_dir
-        from pipelines.usecases import get_spec
 
         spec = get_spec(args.usecase)  # validates the name
         model_dir = resolve_model_dir(args.usecase, args.model)
         if not args.model:
             print(f"[{args.usecase}] model: {model_dir} (the champion)", file=sys.stderr)
         if spec.task == "tabular_classification":
-            from pipelines.export import read_metadata
-            from pipelines.operating_points import check_point
-            from pipelines.predict_table import predict_csv, print_table_predictions
 
             metadata = read_metadata(model_dir)
             check_point(args.operating_point, metadata, str(model_dir))
@@ -211,27 +212,22 @@ def run(args) -> int:
         return 1 if failed else 0
 
     if args.verb == "compare":
-        from pipelines.compare import run_compare
 
         run_compare(args.usecases, metric=args.metric, last=args.last, out_dir=args.out, log=args.log)
         return 0
 
     spec = resolve_spec(args)
     if args.verb == "show":
-        from pipelines.tasks import get_task
 
         # As the task runs it: e.g. skin's input_shape follows data.image_size, views=3 serves
         # (32, 32, 9), cv_folds ranks by the CV mean.
         print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
         return 0
 
-    from pipelines.runtime import configure_environment
 
     configure_environment()
-    from pipelines import pipeline
 
     if args.verb == "train" and args.from_run:
-        from pipelines.rerun import logged_data_sha256
 
         pipeline.run_train(spec, run_name=args.run_name, tags={"rerun_of": args.from_run},
                            expected_data_sha256=None if args.allow_other_data else logged_data_sha256(args.from_run))
@@ -242,7 +238,6 @@ def run(args) -> int:
     elif args.verb == "export":
         pipeline.run_export(spec, checkpoint=args.checkpoint)
     elif args.verb == "sweep":
-        from pipelines.sweep import run_sweep
 
         run_sweep(spec, args.grid, out_dir=args.out)
     return 0
@@ -259,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         # One line, whatever the user typed into a key or value.
         print("error: " + str(exc).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
-        if getattr(exc, "leave_immediately", False):  # see pipelines.strategy.PeerLost
+        if getattr(exc, "leave_immediately", False):  # see pipelines.training.strategy.PeerLost
             import os
 
             sys.stdout.flush()

@@ -18,22 +18,30 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import config, export, paths
-from pipelines.console import say
-from pipelines.errors import PipelineError
-from pipelines.evaluation import chance_level, classification_report, to_markdown, write_report
-from pipelines.loaders import load_dataset
-from pipelines.runtime import has_tensorflow
+from pipelines.core import paths
+from pipelines.core.console import say
+from pipelines.core.errors import PipelineError
+from pipelines.core.runtime import has_tensorflow, import_keras
+from pipelines.data.images import resize_images
+from pipelines.data.loaders import load_dataset
+from pipelines.evaluation import operating_points
+from pipelines.evaluation.plots import plot_history
+from pipelines.evaluation.report import chance_level, classification_report, to_markdown, write_report
+from pipelines.export import saved_model
+from pipelines.modeling.models import register_custom_layers
 from pipelines.tasks import get_task
+from pipelines.tracking import registry
+from pipelines.tracking.registry import resolve_model_dir
+from pipelines.tracking.tracker import Tracker, git_commit
+from pipelines.training import fit, strategy
+from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides, flatten
 
 
 def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
     """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
     register and gate the model. `tags` go on the run from its start (a sweep marks its
     children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
-    from pipelines import strategy, training
-    from pipelines.plots import plot_history
-    from pipelines.tracking import Tracker, git_commit
 
     task = get_task(spec.task)
     spec = task.prepare(spec)
@@ -47,7 +55,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     if cluster is not None and not cluster.is_chief:
         return _train_as_worker(spec, loaded, cluster)
     # A multi-process run is not resumable: the other processes would start from scratch.
-    resume = training.ResumeState(spec) if task.resumable and cluster is None else None
+    resume = fit.ResumeState(spec) if task.resumable and cluster is None else None
     pending = resume.pending_run_id() if resume else None
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
@@ -57,7 +65,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
             resume.remember(tracker.run_id)
         out = Path(scratch)
         commit = git_commit()
-        tracker.log_params({**config.flatten(spec), **loaded.sizes})
+        tracker.log_params({**flatten(spec), **loaded.sizes})
         tracker.log_dict(spec.to_dict(), "spec.json")
         tracker.log_dict(loaded.files, "data_files_sha256.json")
         # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
@@ -74,7 +82,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
                       "mlflow_run_id": tracker.run_id, "git_commit": commit, "data_origin": loaded.origin,
                       "data_sha256": loaded.sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # The trained model is on disk before anything else can fail (a diagnostic, the export).
-        checkpoint = training.save_checkpoint(fitted.model, spec, provenance)
+        checkpoint = fit.save_checkpoint(fitted.model, spec, provenance)
         if fitted.history.get("loss"):
             tracker.log_artifact(plot_history(fitted.history, out / "training_curves.png"), "plots")
 
@@ -98,13 +106,13 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
             say(f"[{spec.name}] export skipped: a SavedModel needs TensorFlow, which is not installed here")
         elif spec.export.enabled:
             check_inputs, example_inputs = task.export_inputs(spec, loaded)
-            model_dir = export.export_savedmodel(
+            model_dir = saved_model.export_savedmodel(
                 fitted.model, spec.name, check_inputs, metadata, spec.export.tolerance,
                 extra_files={"MODEL_CARD.md": card, "report.json": json.dumps(evaluation.report, indent=2, default=float)},
             )
             tracker.log_artifacts(model_dir, "saved_model")
             tracker.set_tags({"exported_to": str(model_dir)})
-            example_outputs = training.predict_probabilities(fitted.model, example_inputs)
+            example_outputs = fit.predict_probabilities(fitted.model, example_inputs)
             registered = tracker.when_reachable("model registration", lambda: tracker.log_keras_model(
                 fitted.model, example_inputs, example_outputs, spec.name if spec.export.register else None,
                 saved_model_dir=model_dir,
@@ -137,11 +145,10 @@ def _train_as_worker(spec, loaded, cluster) -> dict:
     """A process other than 0 of a multi-process run: it trains its shard in step with the
     others and ends with the same weights, but writes nothing (no MLflow run, checkpoint or
     export): process 0 does, once, for the whole run."""
-    from pipelines import training
 
     dataset = loaded.data
-    result = training.train(spec, dataset)
-    fingerprint = training.weights_sha256(result.models.serving)
+    result = fit.train(spec, dataset)
+    fingerprint = fit.weights_sha256(result.models.serving)
     say(f"[{spec.name}] {cluster.name}: weights sha256 {fingerprint}")
     say(f"[{spec.name}] {cluster.name}: done; process 0 tracks and exports this run")
     return {"weights_sha256": fingerprint, "fit_seconds": result.fit_seconds, "epochs_run": result.epochs_run,
@@ -166,7 +173,6 @@ def gate(spec, registered: str | None, model_dir: Path) -> dict:
     """The registry alias a new version earns (champion or challenger), for the run summary."""
     if not registered:
         return {}
-    from pipelines import registry
 
     decision = registry.gate(spec, registered, model_dir)
     return {"alias": decision.alias, "alias_reason": decision.reason}
@@ -182,8 +188,6 @@ def say_where_exported(spec, summary: dict) -> None:
 
 def run_export(spec, checkpoint: str | None = None) -> Path:
     """Export a trained `.keras` checkpoint (default: the latest `train`'s) as a new version."""
-    from pipelines.model import register_custom_layers
-    from pipelines.runtime import import_keras
 
     if spec.task == "tabular_classification":
         raise PipelineError(f"'{spec.name}' models are exported by `train` (its final model fits in seconds); run `make train-{spec.name}`")
@@ -202,13 +206,12 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     metadata = {**metadata, "input_shape": list(shape), "input_dtype": "uint8"}
     # Real test images from the bundled sample prove the export, whatever data trained it,
     # resized to the model's input where it was trained at another size.
-    sample = load_dataset(config.apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))
+    sample = load_dataset(apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))
     check = sample.test.x[:64]
     if check.shape[1:] != shape:
-        from pipelines.predict import resize_images
 
         check = resize_images(check, shape)
-    model_dir = export.export_savedmodel(model, spec.name, check, metadata, spec.export.tolerance)
+    model_dir = saved_model.export_savedmodel(model, spec.name, check, metadata, spec.export.tolerance)
     say(f"[{spec.name}] SavedModel: {model_dir}")
     return model_dir
 
@@ -217,8 +220,6 @@ def at_model_size(spec, metadata: dict):
     """The spec as the task runs it, its images at the exported model's size: a skin model
     trained at `data.image_size=192` is evaluated on 192 px images without repeating the --set;
     a size set on the command line that contradicts the model is refused."""
-    from pipelines.tasks import get_task
-    from pipelines.usecases import get_spec
 
     task = get_task(spec.task)
     prepared = task.prepare(spec)
@@ -226,27 +227,24 @@ def at_model_size(spec, metadata: dict):
     if shape == tuple(prepared.input_shape):
         return prepared
     what = f"the model takes {'x'.join(map(str, shape))} images"
-    if "data.image_size" not in config.flatten(spec):
+    if "data.image_size" not in flatten(spec):
         raise PipelineError(f"{what}, {spec.name}'s data {'x'.join(map(str, prepared.input_shape))}")
     if spec.data.image_size != get_spec(spec.name).data.image_size:
         raise PipelineError(f"{what}, not data.image_size={spec.data.image_size}: drop that --set or make it {shape[0]}")
-    return task.prepare(config.apply_overrides(spec, {"data.image_size": shape[0]}))
+    return task.prepare(apply_overrides(spec, {"data.image_size": shape[0]}))
 
 
 def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None, operating_point: str | None = None) -> dict:
     """Evaluate an exported SavedModel on the spec's test split, through its `serve` signature,
     deciding at `operating_point` (default: the model's own default); a model with operating
     points also gets both side by side, at the priors and tau it was exported with."""
-    from pipelines import operating_points
-    from pipelines.runtime import import_keras
 
     import_keras()
     import tensorflow as tf
 
-    from pipelines.registry import resolve_model_dir
 
     folder = resolve_model_dir(spec.name, model_dir)
-    metadata = export.read_metadata(folder)
+    metadata = saved_model.read_metadata(folder)
     if metadata.get("usecase") != spec.name:
         raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
     operating_points.check_point(operating_point, metadata, str(folder))
@@ -258,7 +256,7 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
         say(f"warning: [{spec.name}] {folder} was trained on every image of this data (a cross-validated run): these test "
             "figures are on training images; its estimate is the cross-validation in its report.json")
     loaded = tf.saved_model.load(str(folder))
-    batches = [export.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
+    batches = [saved_model.call_serving(loaded, dataset.test.x[i : i + 512]) for i in range(0, len(dataset.test), 512)]
     probabilities = np.concatenate(batches)
     if probabilities.shape[1] == 1:  # P(positive) of a binary model -> both classes
         probabilities = np.hstack([1 - probabilities, probabilities])

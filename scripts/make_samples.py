@@ -49,7 +49,7 @@ def sample_idx(source: Path, target: Path, sizes: dict[str, int]) -> None:
     import struct
 
     sys.path.insert(0, str(ROOT))
-    from pipelines.loaders.mnist_format import read_idx
+    from pipelines.data.loaders.mnist_format import read_idx
 
     target.mkdir(parents=True, exist_ok=True)
     for prefix, count in sizes.items():

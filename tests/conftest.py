@@ -51,8 +51,8 @@ def run_cli(*args, env=None, timeout=600):
 def trained_once(tmp_path_factory, usecase: str, overrides: dict):
     """Train `usecase` with `overrides` once, in its own MLflow store and models folder; for
     module-scoped fixtures, so a module's tests share one real run."""
-    from pipelines.config import apply_overrides
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     root = tmp_path_factory.mktemp(usecase)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models"),
@@ -107,7 +107,7 @@ def make_ham10000(folder: Path, count: int = 140, size: tuple[int, int] = (60, 4
     import pandas as pd
     from PIL import Image
 
-    from pipelines import paths
+    from pipelines.core import paths
     from pipelines.usecases import get_spec
 
     classes = get_spec("skin").class_names

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import prototype_2_folder, write_cifar_batch
 
-from pipelines import paths
-from pipelines.errors import PipelineError
-from pipelines.loaders.cifar_format import read_batch, read_folder
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError
+from pipelines.data.loaders.cifar_format import read_batch, read_folder
 
 CLASSES = tuple(f"c{i}" for i in range(9))
 
@@ -86,9 +86,9 @@ def test_the_archive_as_downloaded_is_unpacked_and_loaded(bundled, tmp_path, iso
     CUCUMBER-9 release ships them, read through the spec's loader."""
     import tarfile
 
-    from pipelines.config import apply_overrides
-    from pipelines.loaders.cifar_format import load
+    from pipelines.data.loaders.cifar_format import load
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     batches = tmp_path / "cucumber-9-python"
     batches.mkdir()
@@ -123,10 +123,10 @@ def test_prototype_2_rows_of_three_views_are_read_as_9_channels(bundled, tmp_pat
 
 
 def test_views_the_spec_does_not_read_are_one_line(bundled, tmp_path, isolated):
-    from pipelines.config import apply_overrides
-    from pipelines.loaders.cifar_format import load
+    from pipelines.data.loaders.cifar_format import load
     from pipelines.tasks.image_classification import stacked_views
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     x, y = bundled.test.x, bundled.test.y
     prototype_2_folder(tmp_path / "p2", x, y, test_size=30)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import run_cli, trained_once
 
-from pipelines.errors import PipelineError, UsageError
+from pipelines.core.errors import PipelineError, UsageError
 
 TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 300}
 FULL_SHA = "f" * 64
@@ -54,7 +54,7 @@ def row(table, run_id):
 
 
 def test_best_finished_run_is_marked_per_data_set(store):
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     table = build_comparison(["digits"]).table
     ids = store["ids"]
@@ -72,7 +72,7 @@ def test_best_finished_run_is_marked_per_data_set(store):
 def test_a_cross_validated_run_is_ranked_apart_by_its_cv_mean(store):
     """Same use case, same data, but scored by cross-validation: ranked by its own tag's metric,
     never against the held-out runs (0.2 would rank last among them; alone it is best)."""
-    from pipelines.compare import build_comparison, render_terminal
+    from pipelines.experiments.compare import build_comparison, render_terminal
 
     client, real = store["client"], store["client"].get_run(store["ids"]["real"])
     cv = _add_run(client, real.info.experiment_id, real, "cross-validated", {"cv_accuracy_mean": 0.2, "cv_balanced_accuracy_mean": 0.19},
@@ -91,7 +91,7 @@ def test_a_cross_validated_run_is_ranked_apart_by_its_cv_mean(store):
 
 
 def test_only_differing_params_are_columns(store):
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     comparison = build_comparison(["digits"])
     assert comparison.params == ["model.dropout"]  # train.epochs, model.filters, ... are the same everywhere
@@ -100,7 +100,7 @@ def test_only_differing_params_are_columns(store):
 
 
 def test_registry_version_and_aliases_are_shown(store):
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     table = build_comparison(["digits"]).table
     real = row(table, store["ids"]["real"])
@@ -109,7 +109,7 @@ def test_registry_version_and_aliases_are_shown(store):
 
 
 def test_terminal_table_fits_100_columns_and_says_data_sets_are_apart(store):
-    from pipelines.compare import build_comparison, render_terminal
+    from pipelines.experiments.compare import build_comparison, render_terminal
 
     text = render_terminal(build_comparison(["digits"]))
     assert max(len(line) for line in text.splitlines()) <= 100, text
@@ -120,7 +120,7 @@ def test_terminal_table_fits_100_columns_and_says_data_sets_are_apart(store):
 
 
 def test_files_csv_markdown_png(store, tmp_path):
-    from pipelines.compare import run_compare
+    from pipelines.experiments.compare import run_compare
 
     run_compare(["digits"], out_dir=tmp_path)
     csv = pd.read_csv(tmp_path / "comparison.csv", dtype={"version": str})
@@ -139,7 +139,7 @@ def test_files_csv_markdown_png(store, tmp_path):
 
 
 def test_last_and_metric_options(store):
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     assert len(build_comparison(["digits"], last=1).table) == 1
     table = build_comparison(["digits"], metric="test_balanced_accuracy").table
@@ -148,7 +148,7 @@ def test_last_and_metric_options(store):
 
 
 def test_log_writes_the_files_to_the_comparisons_experiment(store, tmp_path):
-    from pipelines.compare import run_compare
+    from pipelines.experiments.compare import run_compare
 
     run_compare(["digits"], out_dir=tmp_path, log=True)
     client = store["client"]
@@ -159,7 +159,7 @@ def test_log_writes_the_files_to_the_comparisons_experiment(store, tmp_path):
 
 
 def test_errors_are_one_line(store, tmp_path, monkeypatch):
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     with pytest.raises(UsageError, match="unknown metric 'test_nope'"):
         build_comparison(["digits"], metric="test_nope")
@@ -183,7 +183,7 @@ def test_cli(store, tmp_path):
 
 def test_heart_is_ranked_by_its_cross_validated_auc(store):
     """A tabular use case reports other metrics than an image one, and its time is the pipeline's."""
-    from pipelines.compare import build_comparison
+    from pipelines.experiments.compare import build_comparison
 
     client = store["client"]
     real = client.get_run(store["ids"]["real"])

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.__main__ import main
-from pipelines.config import apply_overrides, flatten, resolve_key, validate
-from pipelines.errors import UsageError
+from pipelines.core.errors import UsageError
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides, flatten, resolve_key, validate
 
 
 @pytest.fixture

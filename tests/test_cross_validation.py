@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines import cross_validation, paths
-from pipelines.config import ValidationConfig
-from pipelines.evaluation import classification_report, headline
+from pipelines.core import paths
+from pipelines.core.spec import ValidationConfig
+from pipelines.evaluation.report import classification_report, headline
+from pipelines.training import cross_validation
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_names_and_the_ranking_metric_of_a_cross_validated_run():
 def test_run_logs_each_fold_and_reads_back_finished_folds(cucumbers, isolated):
     import mlflow
 
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.tracker import Tracker
 
     x, y = cucumbers
     validation = ValidationConfig(cv_folds=3, cv_repeats=2)

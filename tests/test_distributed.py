@@ -147,8 +147,8 @@ def test_a_dead_process_makes_the_other_fail_fast_with_one_line(tmp_path):
     ],
 )
 def test_incomplete_cluster_variables_are_one_line_errors(monkeypatch, variables, message):
-    from pipelines.errors import PipelineError
-    from pipelines.strategy import cluster_from_environment
+    from pipelines.core.errors import PipelineError
+    from pipelines.training.strategy import cluster_from_environment
 
     monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234")
     for name in ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"):
@@ -160,7 +160,7 @@ def test_incomplete_cluster_variables_are_one_line_errors(monkeypatch, variables
 
 
 def test_the_coordinator_is_the_first_of_all_addresses(monkeypatch):
-    from pipelines.strategy import Cluster, cluster_from_environment
+    from pipelines.training.strategy import Cluster, cluster_from_environment
 
     monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234,10.0.0.2:2345")
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")

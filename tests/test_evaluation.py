@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.evaluation import classification_report, to_markdown, write_report
+from pipelines.evaluation.report import classification_report, to_markdown, write_report
 
 CLASSES = ("a", "b", "c")
 

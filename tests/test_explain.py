@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from pipelines.builders import build
-from pipelines.builders.transfer import build_transfer
-from pipelines.config import apply_overrides
-from pipelines.explain import feature_layer, grad_cam, grad_cam_grid, pick_examples
-from pipelines.loaders import load_dataset
+from pipelines.data.loaders import load_dataset
+from pipelines.evaluation.explain import feature_layer, grad_cam, grad_cam_grid, pick_examples
+from pipelines.modeling.builders import build
+from pipelines.modeling.builders.transfer import build_transfer
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_pick_examples_is_correct_then_wrong_in_test_order():
@@ -17,12 +17,12 @@ def test_pick_examples_is_correct_then_wrong_in_test_order():
 
 
 def test_grad_cam_grid_for_a_trained_digits_model(isolated):
-    from pipelines import training
+    from pipelines.training import fit
 
     spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "data.train_limit": 500})
     dataset = load_dataset(spec)
-    result = training.train(spec, dataset)
-    probabilities = training.predict_probabilities(result.models.serving, dataset.test.x)
+    result = fit.train(spec, dataset)
+    probabilities = fit.predict_probabilities(result.models.serving, dataset.test.x)
     pixels = dataset.test.x[:4, :, :, None].astype("float32") / 255
     heat = grad_cam(result.models.network, pixels, probabilities[:4].argmax(axis=1))
     assert heat.shape == (4, 28, 28) and heat.min() >= 0 and heat.max() <= 1
@@ -40,8 +40,8 @@ def test_transfer_network_is_explained_at_the_backbone():
 
 def test_residual_network_with_shortcuts_is_explained():
     """Not a chain of layers: the shortcut branches need the graph as built."""
-    from pipelines import paths
-    from pipelines.loaders.medmnist_format import read_folder
+    from pipelines.core import paths
+    from pipelines.data.loaders.medmnist_format import read_folder
 
     network = build("residual_cnn", (28, 28, 3), 7, {"stages": (8, 16), "blocks_per_stage": 1})
     assert feature_layer(network).name == "stage1_block0_out"

@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipelines.builders.fused_batch_norm import batch_normalization, register
-from pipelines.runtime import import_keras
+from pipelines.core.runtime import import_keras
+from pipelines.modeling.builders.fused_batch_norm import batch_normalization, register
 
 
 def _pair(momentum=0.9):

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from conftest import prototype_2_folder, run_cli, trained_once
 
-from pipelines import paths
-from pipelines.config import apply_overrides
+from pipelines.core import paths
 from pipelines.tasks import get_task
 from pipelines.tasks.image_classification import sized
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 SHORT = {"data.views": 3, "validation.cv_folds": 2, "data.train_limit": 135, "train.epochs": 2, "train.fine_tune_epochs": 1,
          "model.image_size": 32}

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 from conftest import make_ham10000
 
-from pipelines import paths
-from pipelines.config import apply_overrides
-from pipelines.errors import PipelineError
-from pipelines.loaders.medmnist_format import lesion_grouped_split, read_folder
-from pipelines.predict import resize_images
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError
+from pipelines.data.images import resize_images
+from pipelines.data.loaders.medmnist_format import lesion_grouped_split, read_folder
 from pipelines.tasks.image_classification import sized
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 SPEC = get_spec("skin")
 

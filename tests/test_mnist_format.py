@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from pipelines import paths
-from pipelines.errors import PipelineError
-from pipelines.loaders.mnist_format import read_folder, read_idx
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError
+from pipelines.data.loaders.mnist_format import read_folder, read_idx
 
 CLASSES = tuple(str(d) for d in range(10))
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from pipelines.config import apply_overrides
-from pipelines.errors import UsageError
-from pipelines.model import build_models
+from pipelines.core.errors import UsageError
+from pipelines.modeling.models import build_models
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_serving_model_takes_raw_uint8_and_shares_weights_with_training():
@@ -52,9 +52,9 @@ def test_unknown_augmentation_is_named():
 def test_three_view_images_are_augmented_and_averaged_as_one_image():
     """CUCUMBER-9 prototype 2 (`views=3`, 32x32x9): an augmentation moves the three views of a
     cucumber together, and a test-time view flips all nine channels."""
-    from pipelines.augmentation import build_augmentation
+    from pipelines.data.augmentation import build_augmentation
     from pipelines.tasks.image_classification import stacked_views
-    from pipelines.training import predict_probabilities
+    from pipelines.training.fit import predict_probabilities
 
     spec = stacked_views(apply_overrides(get_spec("cucumber"), {"data.views": 3, "image_size": 32, "weights": "none", "fine_tune_epochs": 0,
                                                                 "model.augmentation": ("flip", "rotate:0.2", "zoom", "contrast"),

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from conftest import run_cli, trained_once
 
-from pipelines.config import apply_overrides
-from pipelines.errors import UsageError
-from pipelines.loaders import load_dataset
-from pipelines.operating_points import (
+from pipelines.core.errors import UsageError
+from pipelines.data.loaders import load_dataset
+from pipelines.evaluation.operating_points import (
     POINTS,
     TAUS,
     OperatingPoints,
@@ -25,6 +24,7 @@ from pipelines.operating_points import (
     tradeoff_curve,
 )
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def bayes_posterior(labels: np.ndarray, priors: np.ndarray, seed: int) -> np.ndarray:
@@ -139,7 +139,7 @@ def test_evaluate_at_each_point_reproduces_the_run_through_the_exported_model(sk
 
 
 def test_predict_labels_at_the_default_point_unless_told(skin_model):
-    from pipelines.predict import predict_files
+    from pipelines.serving.predict import predict_files
 
     images = load_dataset(skin_model["spec"]).test.x
     model_dir = Path(skin_model["summary"]["exported_to"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import trained_once
 
-from pipelines.config import apply_overrides
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
 
@@ -35,8 +35,8 @@ def test_train_logs_a_complete_mlflow_run(trained):
     tags = run.data.tags
     assert tags["usecase"] == "digits" and tags["data_source"] == "sample"
     assert len(tags["data_sha256"]) == 64 and tags["keras_backend"] == "tensorflow"
-    from pipelines.runtime import import_keras
-    from pipelines.strategy import cpu_has_amx_bf16
+    from pipelines.core.runtime import import_keras
+    from pipelines.training.strategy import cpu_has_amx_bf16
 
     assert tags["devices"] == "cpu" and tags["precision"] == ("mixed_bfloat16" if cpu_has_amx_bf16() else "float32")
     # Training set the policy it chose for its own models only.
@@ -55,7 +55,7 @@ def test_train_logs_a_complete_mlflow_run(trained):
 def test_export_reloads_and_serves_raw_uint8_images(trained):
     import tensorflow as tf
 
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
 
     model_dir = Path(trained["summary"]["exported_to"])
     assert model_dir.name == "1" and model_dir.parent.name == "digits"
@@ -98,7 +98,7 @@ def test_predict_cli_reads_images_and_names_bad_files(trained, tmp_path):
     from conftest import run_cli
     from PIL import Image
 
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
 
     test = load_dataset(trained["spec"]).test
     grey = tmp_path / "digit.png"
@@ -118,13 +118,13 @@ def test_predict_cli_reads_images_and_names_bad_files(trained, tmp_path):
 
 def test_same_seed_same_metrics(isolated):
     """Determinism: seeded Python/NumPy/TF and deterministic TF ops give identical results."""
-    from pipelines import training
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
+    from pipelines.training import fit
 
     spec = apply_overrides(get_spec("digits"), {**TINY, "data.train_limit": 300})
     dataset = load_dataset(spec)
-    first = training.train(spec, dataset).history
-    second = training.train(spec, dataset).history
+    first = fit.train(spec, dataset).history
+    second = fit.train(spec, dataset).history
     assert first == second
 
 
@@ -168,7 +168,7 @@ def test_killed_run_resumes_in_the_same_mlflow_run(isolated):
 
 def backups(usecase: str, inside: str = "") -> list:
     """The per-run backup folders of `usecase` (or the files named `inside` them)."""
-    from pipelines import paths
+    from pipelines.core import paths
 
     folder = paths.checkpoints_dir(usecase)
     found = [p for p in folder.glob("backup-*") if p.is_dir()] if folder.is_dir() else []
@@ -230,7 +230,7 @@ def test_two_runs_at_once_keep_their_own_backups(isolated):
     import mlflow
     from conftest import REPO
 
-    from pipelines import paths
+    from pipelines.core import paths
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -277,7 +277,7 @@ def test_a_fault_mid_run_fails_the_run_with_its_reason(isolated):
     import mlflow
     from conftest import REPO
 
-    from pipelines import paths
+    from pipelines.core import paths
 
     process = subprocess.Popen(train_command("train_limit=1000", "epochs=4"), cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)

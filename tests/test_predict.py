@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.errors import PipelineError
-from pipelines.predict import read_image
+from pipelines.core.errors import PipelineError
+from pipelines.data.images import read_image
 
 
 def test_colour_and_size_are_converted(tmp_path):
@@ -133,8 +133,8 @@ def test_one_call_predicts_the_good_files_and_names_the_bad(tmp_path):
     file is predicted, each refused one is one error line, and none stops the others."""
     import json
 
-    from pipelines.predict import predict_files
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
+    from pipelines.serving.predict import predict_files
 
     keras = import_keras()
     inputs = keras.Input((28, 28), dtype="uint8", name="image")

@@ -6,7 +6,7 @@ a trained one."""
 import numpy as np
 import pytest
 
-from pipelines.predict_table import prepare
+from pipelines.serving.predict_table import prepare
 
 HEADER = "age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal"
 METADATA = {"columns": HEADER.split(","), "categories": {"cp": [1, 2, 3, 4]}}

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import run_cli
 
-from pipelines.registry import CHALLENGER, CHAMPION, Candidate, decide, parse_reference
+from pipelines.tracking.registry import CHALLENGER, CHAMPION, Candidate, decide, parse_reference
 
 METRIC = "test_accuracy"
 
@@ -44,8 +44,8 @@ def test_parse_reference():
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     """A useful run (v1), then a run at a learning rate too small to learn anything (v2)."""
-    from pipelines.config import apply_overrides
     from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
 
     root = tmp_path_factory.mktemp("registry")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models")}

@@ -54,8 +54,8 @@ def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
     """Heart logged `tabular.cv_folds` before it became `validation.cv_folds`; runs logged before
     `cv_folds`, `views` and `image_size` existed were held out, one view and 28x28, whatever the use
     case's default is now."""
-    from pipelines.errors import PipelineError
-    from pipelines.rerun import _lookup
+    from pipelines.core.errors import PipelineError
+    from pipelines.experiments.rerun import _lookup
 
     heart = {"tabular": {"cv_folds": 2, "cv_repeats": 1}, "train": {"epochs": 60}}
     assert (_lookup(heart, "validation.cv_folds"), _lookup(heart, "validation.cv_repeats")) == (2, 1)

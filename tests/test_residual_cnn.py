@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from pipelines.builders import build
-from pipelines.config import apply_overrides
-from pipelines.errors import UsageError
-from pipelines.model import build_models
+from pipelines.core.errors import UsageError
+from pipelines.modeling.builders import build
+from pipelines.modeling.models import build_models
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_shapes_and_shortcuts():
@@ -30,8 +30,8 @@ def test_selectable_from_a_spec_with_its_own_parameters():
 def test_a_short_run_on_a_small_sample_evaluates_well_above_chance():
     """Few steps: with Keras' default BatchNorm momentum (0.99) the moving statistics lag the
     weights and this evaluates near chance (0.1) although training accuracy is high."""
-    from pipelines.loaders import load_dataset
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
+    from pipelines.data.loaders import load_dataset
 
     keras = import_keras()
     keras.utils.set_random_seed(0)

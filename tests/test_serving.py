@@ -139,7 +139,7 @@ def test_serve_verb_errors_are_one_line(digits):
 
 
 def test_model_folder_resolves_to_its_runs_logged_model(digits):
-    from pipelines.serve import is_loopback, resolve_model_uri
+    from pipelines.serving.serve import is_loopback, resolve_model_uri
 
     with pytest.MonkeyPatch.context() as patch:
         for name, value in digits["env"].items():
@@ -151,7 +151,7 @@ def test_model_folder_resolves_to_its_runs_logged_model(digits):
 
 
 def test_digits_server_answers_class_names_and_refuses_bad_requests(digits, tmp_path):
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
 
     class_names = [str(name) for name in digits["spec"].class_names]
     images = load_dataset(digits["spec"]).test.x[:3].tolist()

@@ -8,9 +8,9 @@ from functools import partial
 
 import pytest
 
-from pipelines import paths
-from pipelines.errors import PipelineError
-from pipelines.sources import RemoteFile, locate, sha256sum
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError
+from pipelines.data.sources import RemoteFile, locate, sha256sum
 
 
 @pytest.fixture

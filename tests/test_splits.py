@@ -1,9 +1,9 @@
 import numpy as np
 
-from pipelines.config import apply_overrides
-from pipelines.loaders import load_dataset
-from pipelines.splits import stratified_indices
+from pipelines.data.loaders import load_dataset
+from pipelines.data.splits import stratified_indices
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_stratified_indices_are_disjoint_and_keep_proportions():
@@ -30,7 +30,7 @@ def test_train_limit_is_stratified():
 
 
 def test_val_fraction_zero_trains_on_all_of_train_and_fits_without_validation():
-    from pipelines.training import train
+    from pipelines.training.fit import train
 
     spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.epochs": 1})
     dataset = load_dataset(spec)
@@ -42,8 +42,8 @@ def test_val_fraction_zero_trains_on_all_of_train_and_fits_without_validation():
 def test_early_stopping_without_validation_is_refused():
     import pytest
 
-    from pipelines.errors import UsageError
-    from pipelines.training import train
+    from pipelines.core.errors import UsageError
+    from pipelines.training.fit import train
 
     spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.early_stopping_patience": 2})
     with pytest.raises(UsageError, match="early stopping watches val_accuracy, so it needs validation data"):

@@ -2,15 +2,15 @@ import json
 
 import pytest
 
-from pipelines.builders import cpu_bfloat16_pays
-from pipelines.errors import PipelineError
-from pipelines.strategy import _pick_precision, cpu_has_amx_bf16, setup_distribution
+from pipelines.core.errors import PipelineError
+from pipelines.modeling.builders import cpu_bfloat16_pays
+from pipelines.training.strategy import _pick_precision, cpu_has_amx_bf16, setup_distribution
 
 
 @pytest.fixture(autouse=True)
 def _restore_precision_policy():
     # setup_distribution sets Keras' global policy, as training wants; later tests want theirs.
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     keras = import_keras()
     previous = keras.mixed_precision.global_policy()

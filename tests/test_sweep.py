@@ -10,10 +10,10 @@ import subprocess
 import pytest
 from conftest import REPO, run_cli
 
-from pipelines.config import apply_overrides
-from pipelines.errors import UsageError
-from pipelines.sweep import Grid, split_values, sweep_id
+from pipelines.core.errors import UsageError
+from pipelines.experiments.sweep import Grid, split_values, sweep_id
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 TINY = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 300}
 GRID = "model.dropout=0.2,0.4"
@@ -89,7 +89,7 @@ def test_make_target_passes_the_grid_and_options():
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     """Run the 2-point sweep once for the module, in its own store."""
-    from pipelines.sweep import run_sweep
+    from pipelines.experiments.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     with pytest.MonkeyPatch.context() as patch:
@@ -128,7 +128,7 @@ def test_the_same_sweep_again_trains_nothing(swept, capsys):
     """Run for real: a finished point is skipped, so no child run is added."""
     import mlflow
 
-    from pipelines.sweep import run_sweep
+    from pipelines.experiments.sweep import run_sweep
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     parent_id = swept["result"]["parent_run_id"]
@@ -144,7 +144,7 @@ def test_an_unfinished_point_is_trained_again(swept):
     that point only, for real, as a new child of the same parent."""
     import mlflow
 
-    from pipelines.sweep import run_sweep
+    from pipelines.experiments.sweep import run_sweep
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     parent_id = swept["result"]["parent_run_id"]
@@ -163,7 +163,7 @@ def test_an_interrupted_child_resumes_as_the_same_child(isolated):
     and reopening it under the reopened parent keeps it that parent's child."""
     import mlflow
 
-    from pipelines.tracking import Tracker
+    from pipelines.tracking.tracker import Tracker
 
     with Tracker("digits", run_name="parent") as parent:
         with pytest.raises(KeyboardInterrupt):

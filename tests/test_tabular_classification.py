@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import run_cli, trained_once
 
-from pipelines.config import apply_overrides
 from pipelines.tasks.tabular_classification import metrics, youden_threshold
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 TINY = {"cv_repeats": 1, "cv_folds": 2, "epochs": 20}
 HEADER = "age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal"
@@ -37,7 +37,7 @@ def test_one_run_holds_cv_baseline_external_and_site_metrics(trained):
     assert artifacts == {"plots/roc_curve.png", "plots/calibration.png"}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/report.md", "evaluation/report.json"}
     assert run.data.params["validation.cv_folds"] == "2"
-    # Per fold, by the shared protocol (pipelines.cross_validation): step = fold index.
+    # Per fold, by the shared protocol (pipelines.training.cross_validation): step = fold index.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "fold_baseline_roc_auc")] == [0, 1]
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import paths
-from pipelines.builders.tabular_mlp import MISSING_CODE, build_tabular_mlp
-from pipelines.loaders.uci_heart_format import CATEGORICAL, NUMERIC, read_folder
+from pipelines.core import paths
+from pipelines.data.loaders.uci_heart_format import CATEGORICAL, NUMERIC, read_folder
+from pipelines.modeling.builders.tabular_mlp import MISSING_CODE, build_tabular_mlp
 
 
 def frames():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from pipelines.errors import UsageError
+from pipelines.core.errors import UsageError
 from pipelines.tasks import TASKS, Task, get_task
 from pipelines.usecases import all_specs
 

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from pipelines import test_time_augmentation
-from pipelines.config import apply_overrides
-from pipelines.errors import UsageError
-from pipelines.model import build_models, register_custom_layers
-from pipelines.training import predict_probabilities
+from pipelines.core.errors import UsageError
+from pipelines.modeling import test_time_augmentation
+from pipelines.modeling.models import build_models, register_custom_layers
+from pipelines.training.fit import predict_probabilities
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def _models(usecase: str, transforms: tuple, **overrides):
@@ -50,7 +50,7 @@ def test_all_three_transforms_give_the_eight_symmetries_of_the_square():
 
 
 def test_a_keras_checkpoint_with_views_reloads(tmp_path):
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     models = _models("clothing", ("flip_horizontal",))
     path = tmp_path / "model.keras"
@@ -79,7 +79,7 @@ def test_view_count():
 def test_served_probabilities_stay_float32_under_mixed_precision():
     # The default precision on recent GPUs; the mean over views used to come out in bfloat16,
     # which scikit-learn's metrics reject.
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
 
     keras = import_keras()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipelines.config import apply_overrides
-from pipelines.training import class_weights, learning_rate_schedule, spec_fingerprint
+from pipelines.training.fit import class_weights, learning_rate_schedule, spec_fingerprint
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_class_weights_balance_the_loss():
@@ -32,17 +32,17 @@ def test_fingerprint_ignores_export_settings_only():
 def test_batch_norm_statistics_are_those_of_the_training_images_under_the_final_weights():
     """Keras' moving averages lag the weights (on 396 cucumber images small_cnn answered 0.16 of
     held-out images right with them, 0.35 with recomputed ones); `train` recomputes them."""
-    from pipelines import training
-    from pipelines.builders.transfer import build_transfer
-    from pipelines.loaders import load_dataset
-    from pipelines.runtime import import_keras
+    from pipelines.core.runtime import import_keras
+    from pipelines.data.loaders import load_dataset
+    from pipelines.modeling.builders.transfer import build_transfer
+    from pipelines.training import fit
 
     keras = import_keras()
     spec = apply_overrides(get_spec("cucumber"), {"data.source": "sample", "model.builder": "small_cnn", "epochs": 1,
                                                   "fine_tune_epochs": 0, "cv_folds": 0, "val_fraction": 0, "train_limit": 128,
                                                   "batch_size": 32})
     dataset = load_dataset(spec)
-    network = training.train(spec, dataset).models.network
+    network = fit.train(spec, dataset).models.network
     pixels = dataset.train.x.astype("float32") / 255.0
     conv = np.asarray(keras.Model(network.inputs, network.get_layer("block0_conv0").output)(pixels))
     # The first BatchNorm sees the first convolution's output: its statistics over the 128 images, 4 equal batches.
@@ -51,4 +51,4 @@ def test_batch_norm_statistics_are_those_of_the_training_images_under_the_final_
     np.testing.assert_allclose(np.array(network.get_layer("block0_bn0").moving_variance), np.mean(batch_variances, axis=0),
                                rtol=1e-3, atol=1e-5)
     # A pretrained backbone's BatchNorm is frozen: nothing to recompute.
-    assert training.recompute_batch_norm_statistics(build_transfer((32, 32, 3), 9, image_size=32), dataset.train.x, 32) == 0
+    assert fit.recompute_batch_norm_statistics(build_transfer((32, 32, 3), 9, image_size=32), dataset.train.x, 32) == 0

@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pipelines import paths
-from pipelines.builders import transfer
-from pipelines.config import apply_overrides
-from pipelines.errors import PipelineError, UsageError
-from pipelines.training import unfreeze_top
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError, UsageError
+from pipelines.modeling.builders import transfer
+from pipelines.training.fit import unfreeze_top
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 WEIGHTS = paths.REPO_ROOT / "models" / "pretrained" / "mobilenet_2_5_224_tf_no_top.h5"
 
@@ -80,30 +80,30 @@ def test_unfreeze_top_keeps_batchnorm_frozen():
 
 
 def test_fine_tuning_phase_continues_the_epochs(isolated):
-    from pipelines import training
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
+    from pipelines.training import fit
 
     spec = apply_overrides(
         get_spec("cucumber"),
         {"data.source": "sample", "epochs": 1, "fine_tune_epochs": 1, "image_size": 32, "data.train_limit": 120},
     )
-    resume = training.ResumeState(spec)
-    result = training.train(spec, load_dataset(spec), resume=resume)
+    resume = fit.ResumeState(spec)
+    result = fit.train(spec, load_dataset(spec), resume=resume)
     assert result.epochs_run == 2 and len(result.history["val_accuracy"]) == 2
     assert (resume.folder / "fine_tune" / "training_metadata.json").is_file()
     assert any(layer.trainable for layer in result.models.network.get_layer("backbone").layers)
 
 
 def test_fine_tuning_needs_a_backbone(isolated):
-    from pipelines import training
-    from pipelines.loaders import load_dataset
+    from pipelines.data.loaders import load_dataset
+    from pipelines.training import fit
 
     spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "epochs": 1, "data.train_limit": 200})
     with pytest.raises(PipelineError, match="needs a pretrained backbone"):  # refused as the spec resolves
         apply_overrides(spec, {"fine_tune_epochs": 1})
     unchecked = dataclasses.replace(spec, train=dataclasses.replace(spec.train, fine_tune_epochs=1))
     with pytest.raises(PipelineError, match="needs a pretrained backbone"):  # and, defensively, by training
-        training.train(unchecked, load_dataset(unchecked))
+        fit.train(unchecked, load_dataset(unchecked))
 
 
 def test_three_views_run_through_one_backbone_with_shared_weights():
@@ -128,7 +128,7 @@ def test_three_views_run_through_one_backbone_with_shared_weights():
 
 
 def test_a_three_view_model_fine_tunes_and_reloads_from_keras_file(tmp_path):
-    from pipelines.model import register_custom_layers
+    from pipelines.modeling.models import register_custom_layers
 
     keras = transfer.import_keras()
     model = transfer.build_transfer((32, 32, 9), 9, image_size=32)

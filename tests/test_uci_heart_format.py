@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipelines import paths
-from pipelines.errors import PipelineError
-from pipelines.loaders.uci_heart_format import COLUMNS, read_folder, read_table, targets
+from pipelines.core import paths
+from pipelines.core.errors import PipelineError
+from pipelines.data.loaders.uci_heart_format import COLUMNS, read_folder, read_table, targets
 
 BUNDLED = paths.samples_dir("heart")
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import trained_once
 
-from pipelines.config import apply_overrides
-from pipelines.errors import PipelineError
-from pipelines.loaders import load_dataset
+from pipelines.core.errors import PipelineError
+from pipelines.data.loaders import load_dataset
 from pipelines.usecases import get_spec
+from pipelines.usecases.settings import apply_overrides
 
 
 def test_clothing_sample_is_real_fashion_mnist_from_the_idx_files():
@@ -105,8 +105,8 @@ def test_registered_mlflow_model_loads_without_this_package(skin_run):
     probabilities = np.array([[record[name] for name in classes] for record in records])
     np.testing.assert_allclose(probabilities, loaded.serve(tf.constant(images)).numpy(), atol=1e-5)
     # Labelled at the model's default operating point (skin: balanced), as `predict` labels them.
-    from pipelines.export import read_metadata
-    from pipelines.operating_points import OperatingPoints
+    from pipelines.evaluation.operating_points import OperatingPoints
+    from pipelines.export.saved_model import read_metadata
 
     points = OperatingPoints.from_metadata(read_metadata(Path(skin_run["summary"]["exported_to"])))
     assert points.default == "balanced"
@@ -161,9 +161,10 @@ def test_skin_hires_model_predicts_files_at_its_size(skin_hires_run):
     resizes a 200x150 JPEG to the model's size (from metadata.json, not the spec's 28)."""
     import tensorflow as tf
 
-    from pipelines.export import read_metadata
-    from pipelines.operating_points import OperatingPoints
-    from pipelines.predict import predict_files, read_image
+    from pipelines.data.images import read_image
+    from pipelines.evaluation.operating_points import OperatingPoints
+    from pipelines.export.saved_model import read_metadata
+    from pipelines.serving.predict import predict_files
 
     model_dir = skin_hires_run["summary"]["exported_to"]
     size = skin_hires_run["spec"].data.image_size

@@ -13,10 +13,11 @@ keys a task leaves unread, which `--set` refuses) is known without them.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.errors import UsageError
+from pipelines.core.errors import UsageError
 
 # spec.task -> "module:class"
 TASKS = {
@@ -62,8 +63,11 @@ class Evaluation:
     summary: dict = field(default_factory=dict)  # merged into what `run_train` returns
 
 
-class Task:
-    """The protocol of one kind of task; `pipelines.pipeline.run_train` is the run around it."""
+class Task(ABC):
+    """The protocol of one kind of task; `pipelines.pipeline.run_train` is the run around it.
+
+    Every decision that differs by kind of task is a method or attribute here: nothing outside
+    `tasks/` asks which task it runs."""
 
     # Spec keys (flattened, e.g. `train.precision`) this task never reads: `--set` refuses them
     # like unknown keys, rather than accept a value that would silently change nothing.
@@ -71,29 +75,42 @@ class Task:
     # Whether `fit` keeps a per-epoch backup that the same command resumes.
     resumable: bool = False
 
+    # What `compare` shows for runs of this task, first the ranking metric's kind: MLflow metric names.
+    headline_metrics: tuple = ()
+
+    def check(self, spec) -> None:
+        """Rules of this kind of task across spec keys: a one-line UsageError, before any data loads."""
+        return None
+
     def prepare(self, spec):
         """The spec as the task runs it (e.g. class names that follow from a setting)."""
         return spec
 
+    @abstractmethod
     def load(self, spec) -> Loaded:
         raise NotImplementedError
 
+    @abstractmethod
     def fit(self, spec, loaded: Loaded, tracker, resume) -> Fitted:
         raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
         raise NotImplementedError
 
     def diagnose(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> None:
         """Optional diagnostics (Grad-CAM); a failure here is a warning, never a lost model."""
+        return None
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
         """Task-specific fields of `metadata.json` (the envelope writes the common ones)."""
         return {}
 
+    @abstractmethod
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
         raise NotImplementedError
 
+    @abstractmethod
     def export_inputs(self, spec, loaded: Loaded) -> tuple:
         """(inputs that verify the export, a few inputs that describe the served contract)."""
         raise NotImplementedError

@@ -4,7 +4,7 @@
   model on the test split, explain it with Grad-CAM;
 - cross-validated (k >= 2): every image the loader finds (train, validation and test splits
   pooled) goes into repeated stratified k-fold cross-validation, one fresh model per fold on
-  the shared folds (`pipelines.cross_validation`); the mean +- sd over the folds is the
+  the shared folds (`pipelines.training.cross_validation`); the mean +- sd over the folds is the
   estimate, and the exported model is then trained on all the images. It has no held-out
   score of its own: its report and metadata say that the estimate is the CV one, and the run
   is ranked by the CV mean of the spec's ranking metric (`test_accuracy` -> `cv_accuracy_mean`).
@@ -16,8 +16,22 @@ import dataclasses
 
 import numpy as np
 
-from pipelines.console import say
+from pipelines.core.console import say
+from pipelines.core.errors import UsageError
+from pipelines.core.runtime import has_tensorflow, import_keras
+from pipelines.data.dataset import Dataset, Split
+from pipelines.data.loaders import get_loader, load_dataset
+from pipelines.data.splits import stratified_indices
+from pipelines.evaluation import model_card, operating_points
+from pipelines.evaluation.explain import grad_cam_grid
+from pipelines.evaluation.operating_points import OperatingPoints
+from pipelines.evaluation.plots import plot_confusion_matrix
+from pipelines.evaluation.report import classification_report, headline, to_markdown, write_report, write_report_text
+from pipelines.modeling import test_time_augmentation
 from pipelines.tasks import Evaluation, Fitted, Loaded, Task
+from pipelines.training import cross_validation, fit
+from pipelines.training.cross_validation import describe, ranking_metric
+from pipelines.training.fit import predict_probabilities
 
 
 def stacked_views(spec):
@@ -45,17 +59,25 @@ def sized(spec):
 class ImageClassification(Task):
     # Tabular settings live in `spec.tabular`, which image specs do not have: nothing else to refuse.
     resumable = True
+    headline_metrics = ("test_accuracy", "test_balanced_accuracy", "test_macro_auc_ovr",
+                        "cv_accuracy_mean", "cv_balanced_accuracy_mean", "cv_macro_auc_ovr_mean")
+
+    def check(self, spec) -> None:
+        if spec.data.views > 1 and len(spec.input_shape) != 3:
+            raise UsageError(f"data.views={spec.data.views} stacks RGB photos as channels: only colour image use cases have views")
+        test_time_augmentation.check(spec.model.test_time_augmentation, spec.input_shape)
+        if cross_validated(spec) and spec.train.early_stopping_patience:
+            raise UsageError(f"train.early_stopping_patience={spec.train.early_stopping_patience}: with cv_folds every fit runs all "
+                             "its epochs (the final model, trained on all the data, has nothing to stop on); set one of them to 0")
 
     def prepare(self, spec):
         spec = stacked_views(sized(spec))
         if cross_validated(spec):
-            from pipelines.cross_validation import ranking_metric
 
             spec = dataclasses.replace(spec, ranking_metric=ranking_metric(spec.ranking_metric))
         return spec
 
     def load(self, spec) -> Loaded:
-        from pipelines.loaders import load_dataset
 
         if cross_validated(spec):
             return _load_pooled(spec)
@@ -70,9 +92,6 @@ class ImageClassification(Task):
         return _fit(spec, loaded.data, tracker, resume)
 
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
-        from pipelines import operating_points
-        from pipelines.evaluation import classification_report, headline, to_markdown, write_report
-        from pipelines.training import predict_probabilities
 
         if cross_validated(spec):
             return _evaluate_cross_validated(spec, loaded, fitted, out)
@@ -99,7 +118,6 @@ class ImageClassification(Task):
         return Evaluation(report, markdown, metrics, printed, files, {"test": measured})
 
     def diagnose(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> None:
-        from pipelines.runtime import import_keras
 
         if import_keras().backend.backend() != "tensorflow":
             say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
@@ -110,7 +128,6 @@ class ImageClassification(Task):
         if spec.data.views > 1:
             say(f"[{spec.name}] Grad-CAM skipped: it explains one image, this model takes {spec.data.views} views at once")
             return
-        from pipelines.explain import grad_cam_grid
 
         test = loaded.data.test
         path = grad_cam_grid(fitted.extra["models"], test.x, test.y, fitted.extra["test_probabilities"],
@@ -118,8 +135,6 @@ class ImageClassification(Task):
         tracker.log_artifact(path, "explanations")
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
-        from pipelines.evaluation import headline
-        from pipelines.operating_points import OperatingPoints
 
         common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views, **loaded.sizes,
                   "val_origin": loaded.data.val_origin, "epochs_run": fitted.epochs_run,
@@ -130,7 +145,6 @@ class ImageClassification(Task):
         return {**common, "evaluation": "held-out test split", "test_metrics": headline(evaluation.report)}
 
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
-        from pipelines import model_card
 
         return model_card.render(spec, metadata, evaluation.report)
 
@@ -141,10 +155,9 @@ class ImageClassification(Task):
 
 
 def _fit(spec, dataset, tracker, resume) -> Fitted:
-    from pipelines import training
 
-    result = training.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
-    fingerprint = training.weights_sha256(result.models.serving)
+    result = fit.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
+    fingerprint = fit.weights_sha256(result.models.serving)
     tracker.set_tags({**result.distribution.as_tags(), **result.batching, "weights_sha256": fingerprint})
     return Fitted(result.models.serving, result.history, result.epochs_run, result.fit_seconds,
                   examples_seen=len(dataset.train) * max(result.epochs_run, 1),
@@ -157,10 +170,6 @@ def _fit(spec, dataset, tracker, resume) -> Fitted:
 def _load_pooled(spec) -> Loaded:
     """Every image the loader finds, in one training split: the folds are drawn from it and the
     final model trains on all of it (`data.train_limit` keeps a stratified subset, for quick runs)."""
-    from pipelines.cross_validation import describe
-    from pipelines.dataset import Split
-    from pipelines.loaders import get_loader
-    from pipelines.splits import stratified_indices
 
     dataset = get_loader(spec.data.loader)(spec)
     parts = [split for split in (dataset.train, dataset.val, dataset.test) if split is not None]
@@ -179,10 +188,6 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
     """A fresh model per fold (seed + fold index, like the tabular task), then the final model
     on all the images, which alone logs training curves and is resumable epoch by epoch; the
     folds done are kept in the run's backup folder, so a run killed midway fits only the rest."""
-    from pipelines import cross_validation, training
-    from pipelines.dataset import Dataset
-    from pipelines.evaluation import classification_report, headline
-    from pipelines.runtime import has_tensorflow
 
     if has_tensorflow():
         import tensorflow as tf
@@ -196,9 +201,9 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
         fold = Dataset(train=pooled.take(train), test=pooled.take(held), val=pooled.take(np.arange(0)),
                        class_names=dataset.class_names, origin=dataset.origin, files=dataset.files)
         fold_spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=spec.train.seed + index))
-        result = training.train(fold_spec, fold)
+        result = fit.train(fold_spec, fold)
         seen.append(len(train) * max(result.epochs_run, 1))
-        probabilities = training.predict_probabilities(result.models.serving, fold.test.x)
+        probabilities = fit.predict_probabilities(result.models.serving, fold.test.x)
         return {"": (headline(classification_report(fold.test.y, probabilities, spec.class_names)), probabilities)}
 
     say(f"[{spec.name}] {spec.validation.cv_folds * spec.validation.cv_repeats} folds, a fresh {spec.model.builder} model for each")
@@ -214,13 +219,10 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
 
 
 def _evaluate_cross_validated(spec, loaded: Loaded, fitted: Fitted, out) -> Evaluation:
-    from pipelines import cross_validation, operating_points
-    from pipelines.evaluation import classification_report, to_markdown, write_report_text
-    from pipelines.plots import plot_confusion_matrix
 
     cv = fitted.extra["cv"]
     oof_y, oof_p = cv["out_of_fold"]["y"], cv["out_of_fold"][""]
-    # The exported model's decision rules (pipelines.operating_points): priors from every image it
+    # The exported model's decision rules (pipelines.evaluation.operating_points): priors from every image it
     # trained on, tau chosen on the pooled out-of-fold predictions, the only images no model of this
     # run had seen. Each fold is also scored at the `balanced` point, so a use case ranked by a
     # balanced-point metric has its CV mean; tau was chosen on those predictions, a mild optimism.
@@ -259,7 +261,6 @@ def _evaluate_cross_validated(spec, loaded: Loaded, fitted: Fitted, out) -> Eval
 def _balanced_point(points, spec, labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """One fold's figures at the `balanced` operating point, named as the held-out run logs them
     without `test_` (`balanced_point_balanced_accuracy`, priority-class recall)."""
-    from pipelines import operating_points
 
     section = operating_points.report_section(points, spec.class_names, labels, probabilities, spec.priority_classes)
     return {name.removeprefix("test_"): value for name, value in operating_points.metrics(section).items() if name.startswith("test_")}

@@ -18,9 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.console import say
-from pipelines.errors import PipelineError
+from pipelines.core.console import say
+from pipelines.core.errors import PipelineError, UsageError
+from pipelines.core.runtime import import_keras, seed_everything
+from pipelines.data.dataset import Split
+from pipelines.data.input_pipeline import fit_arguments
+from pipelines.data.loaders.uci_heart_format import load_sites, targets
+from pipelines.evaluation.plots import _pyplot
+from pipelines.evaluation.report import classification_report, headline, write_report_text
+from pipelines.modeling.builders import get_builder
+from pipelines.modeling.builders.tabular_mlp import MISSING_CODE
 from pipelines.tasks import Evaluation, Fitted, Loaded, Task
+from pipelines.training import cross_validation
+from pipelines.training.cross_validation import describe, run_metrics, summary_table
+from pipelines.training.fit import class_weights, learning_rate_schedule, predict_probabilities
 
 
 def resolve_classes(spec):
@@ -35,11 +46,6 @@ def resolve_classes(spec):
 
 def fit_keras(spec, frame, y, seed: int):
     """The tabular MLP, every statistic adapted on `frame` (these training rows only)."""
-    from pipelines.builders import get_builder
-    from pipelines.dataset import Split
-    from pipelines.input_pipeline import fit_arguments
-    from pipelines.runtime import import_keras, seed_everything
-    from pipelines.training import class_weights, learning_rate_schedule
 
     keras = import_keras()
     seed_everything(seed, spec.train.deterministic)
@@ -65,7 +71,6 @@ def columns(frame, spec) -> dict[str, np.ndarray]:
 
 def predict_keras(model, frame, spec) -> np.ndarray:
     """P(positive) `[n]` for binary targets, else `[n, classes]`."""
-    from pipelines.training import predict_probabilities
 
     probabilities = predict_probabilities(model, columns(frame, spec))
     return probabilities[:, 1] if spec.num_classes == 2 else probabilities
@@ -79,7 +84,6 @@ def baseline(spec):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from pipelines.builders.tabular_mlp import MISSING_CODE
 
     prepare = ColumnTransformer(
         [
@@ -119,7 +123,6 @@ def metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, f
         }
         result["roc_auc"] = float(m.roc_auc_score(y, p)) if positives.any() and negatives.any() else float("nan")
         return result
-    from pipelines.evaluation import classification_report, headline
 
     return {k: v for k, v in headline(classification_report(y, p, tuple(range(p.shape[1])))).items() if k != "log_loss"}
 
@@ -137,8 +140,7 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def repeated_cv(spec, frame, y, tracker=None) -> dict:
-    """The Keras model and the baseline on the same folds (`pipelines.cross_validation`)."""
-    from pipelines import cross_validation
+    """The Keras model and the baseline on the same folds (`pipelines.training.cross_validation`)."""
 
     def fit_fold(index, train, test):
         keras_model = fit_keras(spec, frame.iloc[train], y[train], spec.train.seed + index)
@@ -183,7 +185,6 @@ def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
     from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import RocCurveDisplay
 
-    from pipelines.plots import _pyplot
 
     plt = _pyplot()
     figures = (
@@ -208,7 +209,6 @@ def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
 
 
 def to_markdown(spec, report: dict) -> str:
-    from pipelines.cross_validation import describe, summary_table
 
     cv = report["cross_validation"]
     names = list(next(iter(cv.values())).keys())
@@ -271,6 +271,13 @@ _IMAGE_ONLY_KEYS = frozenset({
 
 class TabularClassification(Task):
     unused_keys = _IMAGE_ONLY_KEYS
+    headline_metrics = ("cv_keras_roc_auc_mean", "cv_keras_accuracy_mean", "cv_baseline_roc_auc_mean")
+
+    def check(self, spec) -> None:
+        if not spec.validation.cv_folds:
+            raise UsageError(f"validation.cv_folds=0: {spec.name} is judged by cross-validation only; give at least 2 folds")
+        if spec.data.views > 1:
+            raise UsageError(f"data.views={spec.data.views} stacks RGB photos as channels: only colour image use cases have views")
 
     def prepare(self, spec):
         return resolve_classes(spec)
@@ -280,7 +287,6 @@ class TabularClassification(Task):
 
         import pandas as pd
 
-        from pipelines.loaders.uci_heart_format import load_sites, targets
 
         (frames, files), origin = load_sites(spec)
         missing_sites = [s for s in spec.tabular.train_sites if s not in frames]
@@ -298,8 +304,6 @@ class TabularClassification(Task):
         external and leave-one-site-out validation; then the final model on all training rows."""
         import time
 
-        from pipelines.cross_validation import describe
-        from pipelines.runtime import import_keras
 
         import_keras()
         import tensorflow as tf
@@ -328,7 +332,6 @@ class TabularClassification(Task):
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
         report = fitted.extra["report"]
         cv = fitted.extra["cv"]
-        from pipelines.cross_validation import run_metrics
 
         logged = run_metrics(cv["summary"])
         files = []
@@ -340,7 +343,6 @@ class TabularClassification(Task):
             for site, row in report.get(key, {}).items():
                 for model in ("keras", "baseline"):
                     logged.update({f"{prefix}_{model}_{site}_{k}": v for k, v in row[model].items() if np.isfinite(v)})
-        from pipelines.evaluation import write_report_text
 
         markdown = to_markdown(spec, report)
         files += [(path, "evaluation") for path in write_report_text(report, markdown, out / "evaluation")]

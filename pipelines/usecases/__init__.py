@@ -1,12 +1,13 @@
 """The use cases: one declarative `Spec` per module. Adding one is adding a module here
-(and, at most, a loader in `pipelines.loaders`)."""
+(and, at most, a loader in `pipelines.data.loaders`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
-from pipelines.errors import UsageError
+from pipelines.core.errors import UsageError
+from pipelines.modeling.builders import default_params
 
 # name -> module defining SPEC; imported on demand (specs are plain data, so this is cheap).
 USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
@@ -21,7 +22,6 @@ def get_spec(name: str):
 
 
 def _complete(spec):
-    from pipelines.builders import default_params
 
     params = {**default_params(spec.model.builder), **spec.model.params}
     return dataclasses.replace(spec, model=dataclasses.replace(spec.model, params=params))

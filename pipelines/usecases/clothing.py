@@ -1,6 +1,6 @@
 """Clothing article recognition: Fashion-MNIST, 28x28 grey, 10 classes, official 60k/10k split."""
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig
+from pipelines.core.spec import DataConfig, ModelConfig, Spec, TrainConfig
 
 _KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 # The original Zalando IDX files (byte-identical to Debian's dataset-fashion-mnist package).

@@ -6,7 +6,7 @@ bundled data is only the 495-image official test batch, far too little to learn 
 from scratch, and the small backbone keeps a CPU epoch to seconds.
 """
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig, ValidationConfig
+from pipelines.core.spec import DataConfig, ModelConfig, Spec, TrainConfig, ValidationConfig
 
 SPEC = Spec(
     name="cucumber",

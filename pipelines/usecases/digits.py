@@ -1,6 +1,6 @@
 """Handwritten digit recognition: MNIST, 28x28 grey, 10 classes, official 60k/10k split."""
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig
+from pipelines.core.spec import DataConfig, ModelConfig, Spec, TrainConfig
 
 SPEC = Spec(
     name="digits",

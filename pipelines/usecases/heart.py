@@ -5,8 +5,8 @@ The whole data set (920 rows) is bundled, so the default source is the bundled c
 either format from a folder.
 """
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TabularConfig, TrainConfig, ValidationConfig
-from pipelines.loaders.uci_heart_format import CATEGORICAL, NUMERIC
+from pipelines.core.spec import DataConfig, ModelConfig, Spec, TabularConfig, TrainConfig, ValidationConfig
+from pipelines.data.loaders.uci_heart_format import CATEGORICAL, NUMERIC
 
 SPEC = Spec(
     name="heart",

@@ -6,7 +6,7 @@ Full resolution with the pretrained backbone is a `--set` away (the README's ski
 `data.image_size=192 model.builder=transfer model.image_size=192 ...` on the HAM10000 JPEGs;
 the exported model, its card and `predict` then take 192x192x3 images."""
 
-from pipelines.config import DataConfig, ModelConfig, Spec, TrainConfig
+from pipelines.core.spec import DataConfig, ModelConfig, Spec, TrainConfig
 
 SPEC = Spec(
     name="skin",
@@ -41,7 +41,7 @@ SPEC = Spec(
     ),
     # Unweighted: the loss learns the posterior of the population the data came from, and the
     # minority diagnoses are served by the `balanced` operating point of the same model (logit
-    # adjustment, pipelines/operating_points.py), not by re-weighting the loss, which trades one
+    # adjustment, pipelines/evaluation/operating_points.py), not by re-weighting the loss, which trades one
     # metric for the other at training time. `make bench-skin` measures both side by side.
     train=TrainConfig(epochs=60, batch_size=64, learning_rate=2e-3, class_weights=0.0),
     # Missing a melanoma costs more than misfiling a nevus: predict and serve answer at the

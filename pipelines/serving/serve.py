@@ -1,0 +1,153 @@
+"""`python -m pipelines serve <usecase>`: one registered model behind MLflow's scoring server.
+
+No home-made HTTP server: this resolves which MLflow model to serve, checks that it exists
+(so a typo is a one-line error, not a traceback from a server that then dies) and replaces
+itself with `mlflow models serve --env-manager local` (FastAPI on uvicorn). The MLflow model is
+`pipelines/export/mlflow_model.py` around the exported SavedModel (see that file): it answers with
+class names and refuses bad requests with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipelines.core.errors import PipelineError, UsageError
+from pipelines.core.runtime import configure_environment
+from pipelines.evaluation.operating_points import check_point
+from pipelines.export.saved_model import read_metadata
+from pipelines.tracking.registry import parse_reference, resolve_model_dir
+from pipelines.tracking.tracker import mlflow_client, tracking_uri
+from pipelines.usecases import get_spec
+
+DEFAULT_ALIAS = "champion"
+DEFAULT_PORT = 5001
+DEFAULT_HOST = "127.0.0.1"
+# One scoring process per core, up to 4 (each holds its own TensorFlow, ~0.7 GB): each has its
+# own GIL, and on 2 cores 2 workers served 637 requests/s against 386 for one (README "Serving").
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def default_reference(usecase: str) -> str:
+    return f"models:/{usecase}@{DEFAULT_ALIAS}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve to a public interface
+
+
+def resolve_model_uri(usecase: str, reference: str | None) -> str:
+    """An MLflow model URI that exists, for `reference`:
+
+    - `models:/<name>@<alias>` (default: `models:/<usecase>@champion`) or `models:/<name>/<version>`;
+    - `runs:/<run_id>/<path>`;
+    - a `models/<usecase>/<version>` folder: the MLflow model its training run logged
+      (`metadata.json`'s `mlflow_run_id`), which wraps that same SavedModel;
+    - a folder holding an MLflow model (an `MLmodel` file), served as it is.
+    """
+    from mlflow.exceptions import MlflowException
+
+
+    reference = reference or default_reference(usecase)
+    client = mlflow_client()
+    if reference.startswith("models:/"):
+        name, kind, value = parse_reference(reference)
+        try:
+            if kind == "alias":
+                client.get_model_version_by_alias(name, value)
+            else:
+                client.get_model_version(name, value)
+        except MlflowException:
+            what = f"alias {value!r}" if kind == "alias" else f"version {value}"
+            raise PipelineError(f"no {what} for model '{name}' in "
+                                f"{tracking_uri()}; {_what_exists(client, name)}") from None
+        return reference
+    if reference.startswith("runs:/"):
+        run_id = reference[len("runs:/"):].split("/", 1)[0]
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            raise PipelineError(f"no run '{run_id}' in {tracking_uri()}") from None
+        return reference
+    if "://" in reference:
+        raise UsageError(f"--model takes models:/, runs:/ or a folder, not '{reference}'")
+
+    folder = Path(reference).expanduser()
+    if (folder / "MLmodel").is_file():
+        return str(folder.resolve())
+    if not folder.is_dir():
+        raise PipelineError(f"--model {reference}: no such folder")
+
+    run_id = read_metadata(folder).get("mlflow_run_id")
+    if not run_id:
+        raise PipelineError(f"{folder}/metadata.json names no MLflow run; serve it with --model models:/{usecase}/<version>")
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(f"{folder} was logged to run {run_id}, which is not in {tracking_uri()}; "
+                            "set MLFLOW_TRACKING_URI to the store that trained it") from None
+    return f"runs:/{run_id}/model"
+
+
+def _what_exists(client, name: str) -> str:
+    """The hint after 'not found': which versions and aliases there are."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return f"nothing is registered as '{name}' there: train it first (make train-{name})"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    aliases = ", ".join(f"@{alias} = {version}" for alias, version in sorted((model.aliases or {}).items()))
+    listed = ", ".join(map(str, versions[-10:])) or "none"
+    return f"versions: {listed}" + (f"; aliases: {aliases}" if aliases else "") + f"; e.g. --model models:/{name}/{versions[-1] if versions else 1}"
+
+
+def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST,
+          workers: int = DEFAULT_WORKERS, operating_point: str | None = None) -> None:
+    """Resolve, check, then exec `mlflow models serve` (never returns). `operating_point`
+    overrides the model's default decision rule (via MLflow's SERVING_MODEL_CONFIG)."""
+
+    get_spec(usecase)  # an unknown use case is a usage error
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port}: choose 1-65535")
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: at least 1")
+    configure_environment()
+    model_uri = resolve_model_uri(usecase, reference)
+    model_config = {}
+    if operating_point:
+
+        folder = resolve_model_dir(usecase, reference)
+        check_point(operating_point, read_metadata(folder), str(folder))
+        model_config = {"SERVING_MODEL_CONFIG": json.dumps({**json.loads(os.environ.get("SERVING_MODEL_CONFIG") or "{}"),
+                                                            "operating_point": operating_point})}
+    if not is_loopback(host):
+        print(f"warning: serving on {host}, reachable from other machines: the server has no authentication or TLS",
+              file=sys.stderr)
+
+    bin_dir = Path(sys.executable).parent  # mlflow execs `uvicorn` from PATH
+    environment = {
+        # uvicorn reads UVICORN_* settings from the environment: a log line per request costs
+        # time under load and floods the terminal; UVICORN_ACCESS_LOG=true brings it back.
+        "UVICORN_ACCESS_LOG": "false",
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": tracking_uri(),
+        **model_config,
+    }
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "-h", host, "-p", str(port), "-w", str(workers)]
+    print(f"serving {model_uri} at http://{host if ':' not in host else f'[{host}]'}:{port}/invocations "
+          f"({workers} worker{'s' if workers > 1 else ''}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execve(command[0], command, environment)
+
