@@ -136,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_spec(args):
-
     if getattr(args, "from_run", None):
-
         if args.overrides or args.data or args.data_dir:
             raise UsageError("--from-run re-runs the logged spec exactly: drop --set, --data and --data-dir")
         return spec_of_run(args.from_run, args.usecase)
@@ -158,7 +156,6 @@ def resolve_spec(args):
 
 
 def cmd_list() -> int:
-
     print("use cases (make train-<name>):")
     for spec in all_specs():
         shape = "x".join(str(s) for s in spec.input_shape)
@@ -186,24 +183,21 @@ def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
     if args.verb == "serve":
-
         serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
               **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
-
         folder = promote(get_spec(args.usecase), args.version, args.reason)
         print(f"[{args.usecase}] champion: registered version {args.version} ({folder})")
         return 0
     if args.verb == "predict":
-
         spec = get_spec(args.usecase)  # validates the name
         model_dir = resolve_model_dir(args.usecase, args.model)
         if not args.model:
             print(f"[{args.usecase}] model: {model_dir} (the champion)", file=sys.stderr)
-        if spec.task == "tabular_classification":
+        metadata = read_metadata(model_dir)
+        if "columns" in metadata:  # the model takes named table columns, not images
 
-            metadata = read_metadata(model_dir)
             check_point(args.operating_point, metadata, str(model_dir))
             failed = sum(print_table_predictions(predict_csv(model_dir, name), metadata, args.json) for name in args.files)
         else:
@@ -212,13 +206,11 @@ def run(args) -> int:
         return 1 if failed else 0
 
     if args.verb == "compare":
-
         run_compare(args.usecases, metric=args.metric, last=args.last, out_dir=args.out, log=args.log)
         return 0
 
     spec = resolve_spec(args)
     if args.verb == "show":
-
         # As the task runs it: e.g. skin's input_shape follows data.image_size, views=3 serves
         # (32, 32, 9), cv_folds ranks by the CV mean.
         print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
@@ -228,7 +220,6 @@ def run(args) -> int:
     configure_environment()
 
     if args.verb == "train" and args.from_run:
-
         pipeline.run_train(spec, run_name=args.run_name, tags={"rerun_of": args.from_run},
                            expected_data_sha256=None if args.allow_other_data else logged_data_sha256(args.from_run))
     elif args.verb == "train":
@@ -238,7 +229,6 @@ def run(args) -> int:
     elif args.verb == "export":
         pipeline.run_export(spec, checkpoint=args.checkpoint)
     elif args.verb == "sweep":
-
         run_sweep(spec, args.grid, out_dir=args.out)
     return 0
 

@@ -189,9 +189,10 @@ def say_where_exported(spec, summary: dict) -> None:
 def run_export(spec, checkpoint: str | None = None) -> Path:
     """Export a trained `.keras` checkpoint (default: the latest `train`'s) as a new version."""
 
-    if spec.task == "tabular_classification":
-        raise PipelineError(f"'{spec.name}' models are exported by `train` (its final model fits in seconds); run `make train-{spec.name}`")
-    spec = get_task(spec.task).prepare(spec)
+    task = get_task(spec.task)
+    if not task.resumable:
+        raise PipelineError(f"'{spec.name}' models are exported by `train` (it keeps no checkpoint); run `make train-{spec.name}`")
+    spec = task.prepare(spec)
     keras = import_keras()
     path = Path(checkpoint) if checkpoint else paths.checkpoints_dir(spec.name) / "latest.keras"
     if not path.is_file():
@@ -209,7 +210,6 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     sample = load_dataset(apply_overrides(spec, {"data.source": "sample", "data.data_dir": None, "data.train_limit": 0}))
     check = sample.test.x[:64]
     if check.shape[1:] != shape:
-
         check = resize_images(check, shape)
     model_dir = saved_model.export_savedmodel(model, spec.name, check, metadata, spec.export.tolerance)
     say(f"[{spec.name}] SavedModel: {model_dir}")

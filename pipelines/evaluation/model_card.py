@@ -49,7 +49,6 @@ def render(spec, metadata: dict, report: dict) -> str:
 
 
 def _views(spec) -> str:
-
     transforms = tuple(spec.model.test_time_augmentation)
     if not transforms:
         return "none (one network pass per image)"

@@ -113,7 +113,6 @@ class Grid:
         return grid
 
     def points(self) -> list[Point]:
-
         # A builder change resets the model params: apply it before any param of the new builder.
         axes = sorted(self.axes, key=lambda axis: axis[0] not in ("builder", "model.builder"))
         points, seen_keys = [], {}
@@ -133,7 +132,6 @@ class Grid:
         return points
 
     def keys(self) -> list[str]:
-
         return sorted(resolve_key(self.points()[0].spec, key) for key, _ in self.axes)
 
     def describe(self) -> str:
@@ -149,7 +147,6 @@ def sweep_id(base, keys: list[str]) -> str:
 
 
 def _find_runs(experiment: str, filter_string: str):
-
     mlflow = configured_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     found = mlflow.get_experiment_by_name(experiment)

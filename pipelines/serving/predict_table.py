@@ -133,7 +133,6 @@ def prepare(csv_path: str, metadata: dict) -> tuple:
 
 
 def predict_csv(model_dir: Path, csv_path: str) -> TablePredictions:
-
     metadata = read_metadata(model_dir)
     frame, row_numbers, errors, warnings = prepare(csv_path, metadata)
     result = TablePredictions(errors=errors, warnings=warnings)

@@ -125,7 +125,6 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
     model_uri = resolve_model_uri(usecase, reference)
     model_config = {}
     if operating_point:
-
         folder = resolve_model_dir(usecase, reference)
         check_point(operating_point, read_metadata(folder), str(folder))
         model_config = {"SERVING_MODEL_CONFIG": json.dumps({**json.loads(os.environ.get("SERVING_MODEL_CONFIG") or "{}"),

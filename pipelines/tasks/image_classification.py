@@ -73,12 +73,10 @@ class ImageClassification(Task):
     def prepare(self, spec):
         spec = stacked_views(sized(spec))
         if cross_validated(spec):
-
             spec = dataclasses.replace(spec, ranking_metric=ranking_metric(spec.ranking_metric))
         return spec
 
     def load(self, spec) -> Loaded:
-
         if cross_validated(spec):
             return _load_pooled(spec)
         dataset = load_dataset(spec)
@@ -92,7 +90,6 @@ class ImageClassification(Task):
         return _fit(spec, loaded.data, tracker, resume)
 
     def evaluate(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> Evaluation:
-
         if cross_validated(spec):
             return _evaluate_cross_validated(spec, loaded, fitted, out)
         dataset = loaded.data
@@ -118,7 +115,6 @@ class ImageClassification(Task):
         return Evaluation(report, markdown, metrics, printed, files, {"test": measured})
 
     def diagnose(self, spec, loaded: Loaded, fitted: Fitted, tracker, out) -> None:
-
         if import_keras().backend.backend() != "tensorflow":
             say(f"[{spec.name}] Grad-CAM skipped: it needs the TensorFlow backend")
             return
@@ -135,7 +131,6 @@ class ImageClassification(Task):
         tracker.log_artifact(path, "explanations")
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
-
         common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views, **loaded.sizes,
                   "val_origin": loaded.data.val_origin, "epochs_run": fitted.epochs_run,
                   "operating_points": OperatingPoints.from_metadata(evaluation.report).as_metadata()}
@@ -145,7 +140,6 @@ class ImageClassification(Task):
         return {**common, "evaluation": "held-out test split", "test_metrics": headline(evaluation.report)}
 
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
-
         return model_card.render(spec, metadata, evaluation.report)
 
     def export_inputs(self, spec, loaded: Loaded) -> tuple:
@@ -155,7 +149,6 @@ class ImageClassification(Task):
 
 
 def _fit(spec, dataset, tracker, resume) -> Fitted:
-
     result = fit.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
     fingerprint = fit.weights_sha256(result.models.serving)
     tracker.set_tags({**result.distribution.as_tags(), **result.batching, "weights_sha256": fingerprint})
@@ -219,7 +212,6 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
 
 
 def _evaluate_cross_validated(spec, loaded: Loaded, fitted: Fitted, out) -> Evaluation:
-
     cv = fitted.extra["cv"]
     oof_y, oof_p = cv["out_of_fold"]["y"], cv["out_of_fold"][""]
     # The exported model's decision rules (pipelines.evaluation.operating_points): priors from every image it

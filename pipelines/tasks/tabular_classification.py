@@ -209,7 +209,6 @@ def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
 
 
 def to_markdown(spec, report: dict) -> str:
-
     cv = report["cross_validation"]
     names = list(next(iter(cv.values())).keys())
     lines = [f"# {spec.title}: validation report", "",
@@ -255,7 +254,6 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 ## Limitations
 {spec.limitations}
 """
-
 
 # --- the task ------------------------------------------------------------------------------
 

@@ -69,7 +69,6 @@ def decide(new: Candidate, champion: Candidate | None, metric_name: str) -> Deci
 
 
 def _client():
-
     return mlflow_client()
 
 
@@ -135,7 +134,6 @@ def write_local_champion(usecase: str, model_dir: Path) -> None:
 
 
 def _store() -> str:
-
     return tracking_uri()
 
 

@@ -37,10 +37,6 @@ class TrainResult:
     distribution: DistributionSetup
     batching: dict  # global batch, this process's part of it, what it fed an epoch (for the run's tags)
 
-    @property
-    def best_epoch(self) -> int:
-        return len(self.history.get("loss", []))
-
 
 def spec_fingerprint(spec) -> str:
     """What must match for a backup to be resumed: everything but export settings."""

@@ -122,16 +122,6 @@ def join_cluster() -> Cluster | None:
     return cluster
 
 
-def joined_cluster() -> Cluster | None:
-    """The cluster this process joined, if any (no side effects)."""
-    return _joined
-
-
-def is_chief() -> bool:
-    """Process 0 of a multi-process run, or any one-process run: the one that tracks and exports."""
-    return _joined is None or _joined.is_chief
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__

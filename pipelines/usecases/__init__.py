@@ -22,7 +22,6 @@ def get_spec(name: str):
 
 
 def _complete(spec):
-
     params = {**default_params(spec.model.builder), **spec.model.params}
     return dataclasses.replace(spec, model=dataclasses.replace(spec.model, params=params))
 
