@@ -6,7 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIPELINES := $(BIN)/python -m pipelines
-USECASES := digits clothing skin heart cucumber
+# The use cases, as the package lists them (pipelines/usecases/). `list --names` imports only the
+# standard library, so before .venv/ exists any python3 answers it from this checkout.
+USECASES := $(shell { $(BIN)/python -m pipelines list --names || PYTHONPATH='$(CURDIR)' $(PYTHON) -m pipelines list --names; } 2>/dev/null)
+ifeq ($(strip $(USECASES)),)
+$(error cannot list the use cases: neither $(BIN)/python nor $(PYTHON) runs `-m pipelines list --names` here; install Python 3.10-3.12, or name one with PYTHON=)
+endif
 TRAIN_TARGETS := $(addprefix train-,$(USECASES))
 comma := ,
 empty :=

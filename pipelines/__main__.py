@@ -6,6 +6,15 @@ import argparse
 import json
 import sys
 
+if __name__ == "__main__" and sys.argv[1:] == ["list", "--names"]:
+    # Answered before the imports below: the Makefile reads its use cases this way, possibly with
+    # a python3 that has nothing installed (before .venv/ exists), so this path imports only the
+    # standard library and pipelines.usecases (tests/test_readme.py checks it).
+    from pipelines.usecases import names
+
+    print("\n".join(names()))
+    sys.exit(0)
+
 from pipelines import pipeline
 from pipelines.core.errors import PipelineError, UsageError
 from pipelines.core.runtime import configure_environment
@@ -22,11 +31,12 @@ from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
-from pipelines.usecases import all_specs, get_spec
+from pipelines.usecases import all_specs, get_spec, name_of
+from pipelines.usecases import names as usecase_names
 from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
-  list       the use cases, their data and models, the builders and augmentations
+  list       the use cases, their data and models, the builders and augmentations (--names: the names only)
   show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
   evaluate   evaluate an exported SavedModel on a use case's test split
@@ -75,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VERBS_HELP,
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    verbs.add_parser("list", help="list use cases, builders and augmentations")
+    listing = verbs.add_parser("list", help="list use cases, builders and augmentations")
+    listing.add_argument("--names", action="store_true", help="only the use case names, one a line (what the Makefile reads)")
 
     show = verbs.add_parser("show", help="print the resolved spec as JSON")
     _add_spec_arguments(show)
@@ -155,7 +166,10 @@ def resolve_spec(args):
     return spec
 
 
-def cmd_list() -> int:
+def cmd_list(names_only: bool = False) -> int:
+    if names_only:
+        print("\n".join(usecase_names()))
+        return 0
     print("use cases (make train-<name>):")
     for spec in all_specs():
         shape = "x".join(str(s) for s in spec.input_shape)
@@ -180,8 +194,10 @@ def cmd_list() -> int:
 
 
 def run(args) -> int:
+    if getattr(args, "usecase", None):
+        args.usecase = name_of(args.usecase)  # a use-case file's path works wherever a name does
     if args.verb == "list":
-        return cmd_list()
+        return cmd_list(args.names)
     if args.verb == "serve":
         serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
               **({"workers": args.workers} if args.workers else {}))

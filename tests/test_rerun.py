@@ -62,8 +62,9 @@ def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
     cucumber = {"data": {"source": "sample"}, "tabular": None, "model": {"builder": "transfer", "params": {"alpha": 0.25}}}
     assert (_lookup(cucumber, "validation.cv_folds"), _lookup(cucumber, "data.views"), _lookup(cucumber, "model.alpha")) == (0, 1, 0.25)
     assert _lookup({"validation": {"cv_folds": 5}}, "validation.cv_folds") == 5
-    skin = {"data": {"source": "full", "image_size": 192}}  # only skin's loader reads the size: 28x28 before it
-    assert (_lookup(skin, "data.image_size"), _lookup({"data": {"source": "full"}}, "data.image_size")) == (192, 28)
+    skin = {"data": {"source": "full", "image_size": 192}, "input_shape": [192, 192, 3]}
+    before = {"data": {"source": "full"}, "input_shape": [28, 28, 3]}  # trained at the spec's own side then
+    assert (_lookup(skin, "data.image_size"), _lookup(before, "data.image_size")) == (192, 28)
     # A top-level setting: skin decided by argmax before it had operating points.
     assert (_lookup({"operating_point": "balanced"}, "operating_point"), _lookup(skin, "operating_point")) == ("balanced", "accuracy")
     with pytest.raises(PipelineError, match="the logged spec has no 'train.epochs' \\(it predates that setting\\)"):

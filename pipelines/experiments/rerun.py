@@ -54,10 +54,8 @@ def spec_of_run(run_id: str, usecase: str | None = None):
 MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats"}
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
-# data.image_size is read for skin only, which trained at DermaMNIST's 28x28 until it existed.
-# operating_point: older runs decided by argmax.
-BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "data.image_size": 28,
-                       "operating_point": "accuracy"}
+# operating_point: older runs decided by argmax. (data.image_size: see `_lookup`.)
+BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "operating_point": "accuracy"}
 
 
 def _lookup(logged: dict, key: str) -> Any:
@@ -74,6 +72,8 @@ def _lookup(logged: dict, key: str) -> Any:
         return _lookup(logged, MOVED[key])
     if key in BEFORE_THEY_EXISTED:
         return BEFORE_THEY_EXISTED[key]
+    if key == "data.image_size" and logged.get("input_shape"):
+        return logged["input_shape"][0]  # before the setting, images trained at the spec's own side
     raise PipelineError(f"the logged spec has no '{key}' (it predates that setting); train with --set instead")
 
 
