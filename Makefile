@@ -72,8 +72,11 @@ DEMO_SET_heart := --set cv_repeats=1
 # cucumber cross-validates (5 folds + the final fit): a third of the epochs keeps it to ~1.5 minutes (CV accuracy ~0.32).
 DEMO_SET_cucumber := --set epochs=6 --set fine_tune_epochs=4
 
+# Your own use cases (usecases/<name>.toml) join the demo when they have a sample in data/samples/.
+DEMO_USECASES := $(foreach usecase,$(USECASES),$(if $(wildcard data/samples/$(usecase)/.),$(usecase)))
+
 demo: $(STAMP) ## train every use case on the data bundled in data/samples/ (offline, a few minutes)
-	@$(foreach usecase,$(USECASES),$(PIPELINES) train $(usecase) --data sample --run-name demo $(DEMO_SET_$(usecase)) && ) true
+	@$(foreach usecase,$(DEMO_USECASES),$(PIPELINES) train $(usecase) --data sample --run-name demo $(DEMO_SET_$(usecase)) && ) true
 	@$(PIPELINES) compare
 	@echo "demo done: SavedModels are under models/; next: make serve-digits, make mlflow-ui"
 

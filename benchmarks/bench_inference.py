@@ -1,6 +1,6 @@
 """Inference cost of each use case's exported SavedModel, called in-process (no HTTP, no JSON).
 
-For digits, clothing, skin, heart and cucumber: the newest export under the models root
+For each built-in use case (`pipelines.usecases.USECASES`): the newest export under the models root
 (default: a scratch root under bench-results/inference/, trained once on the bundled samples,
 1 epoch each, if it holds none), measured each in a fresh process:
 
@@ -29,10 +29,11 @@ from pathlib import Path
 
 from results import record  # noqa: E402 - benchmarks/results.py, beside this script
 
+from pipelines.usecases import USECASES
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench-results"
 SCRATCH = RESULTS / "inference"
-USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
 # The quickest training that yields an export: enough to measure serving, not to use.
 QUICK_TRAINING = {
     "heart": ["--set", "cv_repeats=1", "--set", "cv_folds=2", "--set", "external_validation=false"],

@@ -71,3 +71,15 @@ def test_three_view_images_are_augmented_and_averaged_as_one_image():
     pixels = (x / 255.0).astype("float32")
     expected = (models.network.predict_on_batch(pixels) + models.network.predict_on_batch(pixels[:, :, ::-1])) / 2
     np.testing.assert_allclose(predict_probabilities(models.serving, x), expected, atol=1e-5)
+
+
+def test_custom_layers_keep_the_names_saved_models_refer_to():
+    """A `.keras` checkpoint names each custom layer `pipelines>Class`: the names, not the module
+    paths, so checkpoints written before the package moved into stage folders still load."""
+    from pipelines.core.runtime import import_keras
+    from pipelines.modeling.models import register_custom_layers
+
+    keras = import_keras()
+    register_custom_layers()
+    for name in ("FillMissing", "MissingIndicator", "TakeView", "ImageView", "FusedBatchNormalization"):
+        assert keras.saving.get_registered_object(f"pipelines>{name}") is not None, name

@@ -24,7 +24,7 @@ from conftest import REPO, run_cli, trained_once
 
 DIGITS_FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
 HEART_FAST = {"validation.cv_repeats": 1, "validation.cv_folds": 2, "tabular.external_validation": False, "train.epochs": 5}
-README = (REPO / "README.md").read_text()
+README = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])  # the curl lines of the README and docs/
 
 
 # Helpers

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from pipelines.__main__ import main
 from pipelines.core.errors import UsageError
-from pipelines.usecases import get_spec
+from pipelines.usecases import USECASES, get_spec
 from pipelines.usecases.settings import apply_overrides, flatten, resolve_key, validate
 
 
@@ -59,7 +59,7 @@ def test_fixed_fields_cannot_be_overridden(spec):
 
 
 
-@pytest.mark.parametrize("usecase", ["digits", "clothing", "skin", "heart", "cucumber"])
+@pytest.mark.parametrize("usecase", USECASES)
 def test_every_default_spec_is_valid(usecase):
     validate(get_spec(usecase))
 
@@ -155,7 +155,6 @@ def test_a_bad_value_is_refused_before_any_data_is_loaded(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-USECASES = ("digits", "clothing", "skin", "heart", "cucumber")
 KEYS = sorted({key for usecase in USECASES for key in flatten(get_spec(usecase))} | {"epoch", "model", "", "train."})
 
 
