@@ -27,7 +27,7 @@ DEFAULT_ALIAS = "champion"
 DEFAULT_PORT = 5001
 DEFAULT_HOST = "127.0.0.1"
 # One scoring process per core, up to 4 (each holds its own TensorFlow, ~0.7 GB): each has its
-# own GIL, and on 2 cores 2 workers served 637 requests/s against 386 for one (README "Serving").
+# own GIL, so throughput grows with the workers up to the cores (docs/serving.md, `make bench-serve`).
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 

@@ -195,9 +195,8 @@ def recompute_batch_norm_statistics(network, images, batch_size: int) -> int:
     """Precise BatchNorm: give every BatchNorm layer that trained (normalised by batch statistics
     during fit) the average of those statistics over the training images under the final
     weights, in place of Keras' moving averages. These (momentum 0.99) lag the weights, and on a
-    small data set they never catch up: on the 396 cucumber images (13 steps an epoch) small_cnn
-    answered 0.16 of held-out images right with them and 0.35 with these, and a MobileNet
-    trained from scratch gave every image the same answer. On large data sets the two agree.
+    small data set they never catch up (on the cucumber images, near-chance answers with them:
+    docs/benchmarks.md). On large data sets the two agree.
     Frozen layers (a pretrained backbone's) keep theirs. A layer called several times a batch
     (a backbone shared by views) keeps the last call's. Returns how many layers it set."""
     keras = import_keras()

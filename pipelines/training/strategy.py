@@ -189,9 +189,8 @@ def _pick_precision(requested: str, accelerators: list, supports_bf16: bool, cpu
     if requested != "auto":
         return requested
     if not accelerators:
-        # float16 is 16x slower on CPU. bfloat16 pays where the CPU multiplies it in hardware
-        # (measured: residual_cnn epochs ~1.4x faster with AMX-BF16); elsewhere it is emulated,
-        # and some models (MobileNet's depthwise convolutions) are slower in it even there.
+        # float16 is emulated on CPUs (far slower); bfloat16 pays where the CPU multiplies it in
+        # hardware (AMX-BF16), and not for every model even there (docs/scaling.md).
         return "mixed_bfloat16" if cpu_bf16 else "float32"
     return "mixed_bfloat16" if supports_bf16 else "mixed_float16"
 

@@ -126,7 +126,7 @@ def _check_rules(spec: Spec, entry) -> None:
     if isinstance(weights, str) and weights not in ("imagenet", "none", "") and not Path(weights).expanduser().is_file():
         raise UsageError(f"model.weights={weights}: no such file; use imagenet, none, or the path of a no-top weight file")
     if "weights" in spec.model.params and weights in (None, "none", "") and train.fine_tune_epochs:  # `--set weights=none` is None
-        # Measured (make bench-cucumber): training accuracy 0.64 -> 0.11 once phase 2 froze the BatchNorm.
+        # The collapse this prevents is measured in benchmarks/RESULTS.md (`make bench-cucumber`).
         raise UsageError(f"train.fine_tune_epochs={train.fine_tune_epochs} with model.weights=none: fine-tuning freezes "
                          "the BatchNorm statistics a network trained from scratch is still learning; set fine_tune_epochs=0 "
                          "and give epochs the total")

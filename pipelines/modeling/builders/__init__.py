@@ -43,7 +43,7 @@ BUILDERS = {
     "transfer": BuilderEntry(
         "pipelines.modeling.builders.transfer:build_transfer",
         "ImageNet-pretrained keras.applications backbone (mobilenet, mobilenet_v2, efficientnet_b0) + new head; fine-tunes its top",
-        # CUCUMBER-9 sample, MobileNet: fit 35.6 s in float32, 46.0 s in mixed_bfloat16.
+        # Slower in mixed_bfloat16 than in float32 even with AMX-BF16 (docs/scaling.md).
         cpu_bfloat16=False,
         has_backbone=True,
     ),
