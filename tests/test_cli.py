@@ -29,9 +29,10 @@ def test_help_lists_the_verbs():
 def test_unknown_usecase_is_one_line_exit_2():
     result = run_cli("train", "cats")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: unknown use case 'cats'; choose one of: " + ", ".join(
-        __import__("pipelines.usecases", fromlist=["USECASES"]).USECASES
-    )
+    names = ", ".join(__import__("pipelines.usecases", fromlist=["USECASES"]).USECASES)
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: unknown use case 'cats'; choose one of: {names}, or write ")
+    assert line.endswith("usecases/cats.toml (python -m pipelines init cats --images DIR)")
 
 
 def test_unknown_set_key_is_one_line_exit_2():
