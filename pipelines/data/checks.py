@@ -319,7 +319,7 @@ def exact_digests(x) -> np.ndarray:
     return np.array([hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat], dtype="S16")
 
 
-def phash(images: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def phash(images: np.ndarray, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(64-bit perceptual hashes as uint64, the 32x32 grey thumbnails they were computed from).
 
     The hash is `imagehash.phash`, bit for bit (tests/test_checks.py compares them): PIL's grey
@@ -328,6 +328,7 @@ def phash(images: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray
     70,000 images here); the same integer arithmetic as matrix products over a batch takes
     about a second."""
     height, width = images.shape[1:3]
+    batch = batch or int(np.clip(2**27 // (height * width * 8), 1, 8192))  # ~128 MiB of float64 pixels at a time
     rows, cols = _lanczos_matrix(height), _lanczos_matrix(width)
     n = np.arange(32)
     # Unnormalised DCT-II as scipy.fftpack.dct computes it: 2 * sum x[n] cos(pi k (2n + 1) / 2N), k < 8.
