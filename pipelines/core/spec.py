@@ -110,9 +110,9 @@ class ChecksConfig:
     drop_test_duplicates: bool = False
     # Images: two are near copies when their 64-bit pHashes differ in at most this many bits ...
     near_duplicate_distance: Annotated[int, Range(0, 8)] = 4
-    # ... and their 32x32 grey thumbnails by at most this many grey levels (0-255) on average:
-    # pHash alone calls thousands of different MNIST digits copies (docs/data-checks.md).
-    near_duplicate_difference: Annotated[float, Range(0, 255)] = 2.0
+    # ... and their 32x32 grey thumbnails by at most this many grey levels (0-255), root mean
+    # square: pHash alone calls thousands of different MNIST digits copies (docs/data-checks.md).
+    near_duplicate_difference: Annotated[float, Range(0, 255)] = 4.0
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "ta
 # runs dropped nothing; the near-copy settings only change what the data checks report.
 BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "operating_point": "accuracy",
                        "checks.drop_test_duplicates": False, "checks.near_duplicate_distance": 4,
-                       "checks.near_duplicate_difference": 2.0}
+                       "checks.near_duplicate_difference": 4.0}
 
 
 def _lookup(logged: dict, key: str) -> Any:
