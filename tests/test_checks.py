@@ -76,6 +76,16 @@ def test_planted_test_images_are_counted_exactly(usecase):
     assert expected in found.card_lines()[0]
 
 
+def test_a_test_image_copied_into_train_and_val_counts_once():
+    (x, y), (x_test, y_test) = sample("digits", "train"), sample("digits", "test")
+    train = Split(np.concatenate([x[:2000], x_test[:3]]), np.concatenate([y[:2000], y_test[:3]]))  # test 0, 1, 2
+    val = Split(np.concatenate([x[2000:2500], x_test[[0, 5, 6]]]), np.concatenate([y[2000:2500], y_test[[0, 5, 6]]]))  # 0 again; 5, 6
+    found = checks.check({"train": train, "val": val, "test": Split(x_test, y_test)}, get_spec("digits").class_names)
+    assert found.held_out_in_training() == {"test": (5, 0)}
+    assert found.count("test", "train", "exact") == 3 and found.count("test", "val", "exact") == 3
+    assert {split: list(indices) for split, indices in found.to_drop.items()} == {"train": [2000, 2001, 2002], "val": [500, 501, 502]}
+
+
 def test_pHash_alone_would_call_different_digits_copies():
     """Why a near copy must also match its thumbnail: equal pHashes, different handwriting."""
     x, y = sample("digits", "train")

@@ -55,6 +55,7 @@ class DataChecks:
     class_counts: dict  # split -> {class name: count}
     duplicates: list  # rows: split, against, items, exact, near
     label_conflicts: dict  # groups, items, examples
+    in_training: dict = field(default_factory=dict)  # held-out split -> (exact, near) examples with a copy in train or val
     examples: list = field(default_factory=list)  # pairs: split, index, against, index_against, kind, distance
     seconds: float = 0.0
     dropped: dict = field(default_factory=dict)  # split -> count, once `drop` ran
@@ -72,16 +73,8 @@ class DataChecks:
         return 0
 
     def held_out_in_training(self) -> dict:
-        """{held-out split: (exact, near) examples of it with a copy on the training side}."""
-        training = [s for s in self.splits if s not in self.held_out]
-        found = {}
-        for split in self.held_out:
-            exact = near = 0
-            # An example copied into train and val counts once: the rows are per pair, so take the largest.
-            for other in training:
-                exact, near = max(exact, self.count(split, other, "exact")), max(near, self.count(split, other, "near"))
-            found[split] = (exact, near)
-        return found
+        """{held-out split: (exact, near) examples of it with a copy anywhere on the training side}."""
+        return {split: tuple(pair) for split, pair in self.in_training.items()}
 
     @property
     def to_drop(self) -> dict:
@@ -152,6 +145,7 @@ class DataChecks:
         return {"kind": self.kind, "splits": self.splits, "held_out": list(self.held_out), "near_duplicate_distance": self.near_distance,
                 "near_duplicate_difference": self.near_difference,
                 "seconds": round(self.seconds, 3), "class_counts": self.class_counts, "duplicates": self.duplicates,
+                "held_out_in_training": {split: {"exact": e, "near": n} for split, (e, n) in self.in_training.items()},
                 "label_conflicts": self.label_conflicts, "examples": self.examples, "dropped": self.dropped}
 
 
@@ -219,10 +213,21 @@ def check(splits: dict, class_names, near_distance: int | None = 4, near_differe
             duplicates.append({"split": name_a, "against": name_b, "items": len(members), "exact": exact,
                                "near": near if near_distance is not None else None})
 
+    # A held-out example copied into train and into val counts once.
+    training = [i for i, name in enumerate(names) if name in TRAINING_SPLITS]
+    in_training = {}
+    for a, name in enumerate(names):
+        if name not in TRAINING_SPLITS:
+            members = np.arange(offsets[a], offsets[a + 1])
+            exact = present[group[members]][:, training].any(axis=1)
+            near = near_in[members][:, training].any(axis=1) & ~exact
+            in_training[name] = (int(exact.sum()), int(near.sum()))
+
     counts = {name: dict(zip(class_names, np.bincount(np.asarray(part.y), minlength=len(class_names)).tolist()))
               for name, part in zip(names, parts)}
+    conflicts = _label_conflicts(group, labels, split_of, offsets, names, class_names)
     return DataChecks(kind, dict(zip(names, sizes.tolist())), tuple(n for n in names if n not in TRAINING_SPLITS), near_distance,
-                      near_difference if near_distance is not None else None, counts, duplicates, _label_conflicts(group, labels, split_of, offsets, names, class_names), examples,
+                      near_difference if near_distance is not None else None, counts, duplicates, conflicts, in_training, examples,
                       time.perf_counter() - started, _to_drop={k: np.array(sorted(v), dtype=np.int64) for k, v in to_drop.items()})
 
 
