@@ -204,3 +204,25 @@ def test_a_real_run_logs_the_counts_and_the_card_says_them(tmp_path, monkeypatch
     assert f"Dropped before training (`checks.drop_test_duplicates`): {COPIES + REENCODED} train images." in card
     exported = json.loads((tmp_path / "models" / "digits" / "1" / "metadata.json").read_text())
     assert exported["data_checks"]["data_test_in_training"] == COPIES + REENCODED
+
+
+def test_copies_in_a_cross_validated_pool_are_counted_and_all_but_one_dropped():
+    """cucumber pools its images for the folds: a copy anywhere in the pool may straddle two folds."""
+    from pipelines.tasks import get_task
+
+    spec = apply_overrides(get_spec("cucumber"), {"data.source": "sample"})
+    task = get_task(spec.task)
+    spec = task.prepare(spec)
+    loaded = task.load(spec)
+    pool = loaded.data.train
+    size = len(pool)
+    copies = np.concatenate([pool.x[:3], np.stack([jpeg(image) for image in pool.x[3:5]])])
+    loaded.data.train = Split(np.concatenate([pool.x, copies]), np.concatenate([pool.y, pool.y[:5]]))
+
+    found = checks.check(task.check_splits(spec, loaded), spec.class_names)
+    assert list(found.splits) == ["folds"] and found.held_out == ()
+    assert (found.count("folds", "folds", "exact"), found.count("folds", "folds", "near")) == (3, 2)
+    assert list(found.to_drop["folds"]) == list(range(size, size + 5))
+    kept = task.drop_examples(spec, loaded, found.to_drop)
+    assert np.array_equal(kept.data.train.x, pool.x) and kept.sizes["train_examples"] == size and len(kept.chance_labels) == size
+    assert "5 of the 500 cross-validated images are copies of another (3 exact, 2 near)" in found.card_lines()[0]
