@@ -96,7 +96,7 @@ class DataChecks:
             how = f" ({exact} exact, {nearly} near)" if self.kind == "images" else ""
             within = self.count(split, split)
             parts.append(f"{split} {self.splits[split]}: {exact + nearly} also in training{how}"
-                         + (f", {within} copies within" if within else ""))
+                         + (f", copies within it {within}" if within else ""))
         within = [f"{split} {self.count(split, split, 'exact')}" + (f" + {self.count(split, split, 'near')} near" if self.kind == "images" else "")
                   for split in self.splits if split not in self.held_out]
         parts.append("copies within " + ", ".join(within))
