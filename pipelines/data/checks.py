@@ -187,7 +187,7 @@ def check(splits: dict, class_names, near_distance: int | None = 4, near_differe
         near_edges = (left, right, np.bitwise_count(hashes[left] ^ hashes[right]))
 
     duplicates, examples, to_drop = [], [], {}
-    # Which splits each exact group occurs in, and where first: one row per group.
+    # Which splits each group of exact copies occurs in: one row per group.
     present = np.zeros((group.max() + 1 if len(group) else 0, len(parts)), dtype=bool)
     present[group, split_of] = True
     near_in = np.zeros((len(labels), len(parts)), dtype=bool)  # example -> has a near copy in split
