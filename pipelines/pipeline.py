@@ -3,8 +3,9 @@
 `run_train` owns what every run does, whatever its task: tracking, provenance, the checkpoint,
 the report, the model card, export, verification, registration and the printed summary. What
 differs between an image and a table (how the model is fitted and validated) is the task's,
-`pipelines.tasks`. Data is loaded before TensorFlow is imported, so a missing or corrupt file
-is reported in a second, not after start-up.
+`pipelines.tasks`. Data is loaded and checked (`pipelines.data.checks`: duplicates across the
+splits, inputs with two labels) before TensorFlow is imported, so a missing or corrupt file is
+reported in a second, not after start-up.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipelines.core import paths
 from pipelines.core.console import say
 from pipelines.core.errors import PipelineError
 from pipelines.core.runtime import has_tensorflow, import_keras
+from pipelines.data import checks
 from pipelines.data.images import resize_images
 from pipelines.data.loaders import load_dataset
 from pipelines.evaluation import operating_points
@@ -51,6 +53,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     if expected_data_sha256 and loaded.sha256 != expected_data_sha256:
         raise PipelineError(f"the run was trained on data sha256 {expected_data_sha256[:12]}, this is {loaded.sha256[:12]} "
                             f"({loaded.origin}); pass --allow-other-data to re-run it on this data anyway")
+    loaded, found = check_data(spec, task, loaded)  # every process of a multi-process run drops the same examples
     cluster = strategy.join_cluster()  # several processes (KERAS_DISTRIBUTION_*): before JAX computes anything
     if cluster is not None and not cluster.is_chief:
         return _train_as_worker(spec, loaded, cluster)
@@ -68,6 +71,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         tracker.log_params({**flatten(spec), **loaded.sizes})
         tracker.log_dict(spec.to_dict(), "spec.json")
         tracker.log_dict(loaded.files, "data_files_sha256.json")
+        log_data_checks(tracker, found)
         # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
         tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
                           "git_commit": commit, "verb": "train", "ranking_metric": spec.ranking_metric, **package_versions()})
@@ -80,7 +84,8 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         provenance = {"usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
                       "output": "probabilities [batch, num_classes] in the order of class_names",
                       "mlflow_run_id": tracker.run_id, "git_commit": commit, "data_origin": loaded.origin,
-                      "data_sha256": loaded.sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                      "data_sha256": loaded.sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "data_checks": {"summary": found.card_lines(), **found.metrics()}}
         # The trained model is on disk before anything else can fail (a diagnostic, the export).
         checkpoint = fit.save_checkpoint(fitted.model, spec, provenance)
         if fitted.history.get("loss"):
@@ -126,6 +131,35 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     say(f"[{spec.name}] MLflow run: {tracker.ui_hint}; browse with `make mlflow-ui`")
     say_where_exported(spec, summary)
     return summary
+
+
+def check_data(spec, task, loaded):
+    """The data checks step: count duplicates within and across the splits and inputs with two
+    labels, print them, and drop the training copies of held-out examples when the spec says so.
+    Returns (the data to train on, what was found)."""
+    found = checks.check(task.check_splits(spec, loaded), spec.class_names, spec.checks.near_duplicate_distance,
+                         spec.checks.near_duplicate_difference)
+    if spec.checks.drop_test_duplicates and found.to_drop:
+        loaded = task.drop_examples(spec, loaded, found.to_drop)
+        found.record_drop()
+    for line in found.lines():
+        say(f"[{spec.name}] {line}")
+    leaked = {split: sum(pair) for split, pair in found.held_out_in_training().items() if sum(pair)}
+    if leaked and not spec.checks.drop_test_duplicates:
+        noun = "images" if found.kind == "images" else "rows"
+        say(f"warning: [{spec.name}] " + ", ".join(f"{n} {split}" for split, n in leaked.items()) + f" {noun} have a copy "
+            "in the training data: their figures are optimistic; --set checks.drop_test_duplicates=true trains without the copies")
+    return loaded, found
+
+
+def log_data_checks(tracker, found) -> None:
+    """On the run: the whole finding as JSON, the duplicate counts and class counts as tables."""
+    tracker.log_dict(found.to_dict(), "data_checks/data_checks.json")
+    tracker.log_table(found.table(), "data_checks/duplicates.json")
+    classes = list(next(iter(found.class_counts.values())))
+    tracker.log_table({"class": classes, **{split: [counts[c] for c in classes] for split, counts in found.class_counts.items()}},
+                      "data_checks/class_counts.json")
+    tracker.log_metrics(found.metrics())
 
 
 def package_versions() -> dict:

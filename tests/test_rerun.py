@@ -67,5 +67,8 @@ def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
     assert (_lookup(skin, "data.image_size"), _lookup(before, "data.image_size")) == (192, 28)
     # A top-level setting: skin decided by argmax before it had operating points.
     assert (_lookup({"operating_point": "balanced"}, "operating_point"), _lookup(skin, "operating_point")) == ("balanced", "accuracy")
+    # Runs logged before the data checks dropped nothing.
+    assert _lookup(skin, "checks.drop_test_duplicates") is False and _lookup({"checks": {"drop_test_duplicates": True}},
+                                                                                "checks.drop_test_duplicates") is True
     with pytest.raises(PipelineError, match="the logged spec has no 'train.epochs' \\(it predates that setting\\)"):
         _lookup(cucumber, "train.epochs")

@@ -101,6 +101,21 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    """The data checks every run makes before training (`pipelines.data.checks`): duplicates
+    within and across the splits, inputs with two labels, class counts per split."""
+
+    # Drop the training (and validation) examples that copy a held-out (test) example, exactly or
+    # nearly; cross-validated: keep one example of each group of copies in the pool of folds.
+    drop_test_duplicates: bool = False
+    # Images: two are near copies when their 64-bit pHashes differ in at most this many bits ...
+    near_duplicate_distance: Annotated[int, Range(0, 8)] = 4
+    # ... and their 32x32 grey thumbnails by at most this many grey levels (0-255), root mean
+    # square: pHash alone calls thousands of different MNIST digits copies (docs/data-checks.md).
+    near_duplicate_difference: Annotated[float, Range(0, 255)] = 4.0
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str = field(metadata=_FIXED)
     title: str = field(metadata=_FIXED)
@@ -112,6 +127,7 @@ class Spec:
     train: TrainConfig = TrainConfig()
     validation: ValidationConfig = ValidationConfig()
     export: ExportConfig = ExportConfig()
+    checks: ChecksConfig = ChecksConfig()
     tabular: TabularConfig | None = field(default=None, metadata={"section": True})  # tabular use cases only
     # The decision rule `predict` and `serve` answer with (pipelines.evaluation.operating_points.POINTS):
     # argmax of the probabilities, or the logit-adjusted rule tuned for balanced accuracy.

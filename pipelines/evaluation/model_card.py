@@ -34,7 +34,7 @@ def render(spec, metadata: dict, report: dict) -> str:
 ## Data
 - Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.
 {split}
-
+{data_checks(metadata)}
 ## {title}
 | metric | value |
 |---|---|
@@ -46,6 +46,13 @@ def render(spec, metadata: dict, report: dict) -> str:
 ## Limitations
 {spec.limitations or "Not evaluated outside the data set's own distribution."}
 """
+
+
+def data_checks(metadata: dict) -> str:
+    """The data checks' findings (`pipelines.data.checks`), as lines of the card's Data section:
+    "N test images also appear in training" is what a reader of the test figures needs to know."""
+    lines = (metadata.get("data_checks") or {}).get("summary", [])
+    return "".join(f"- Data checks: {line}\n" for line in lines)
 
 
 def _views(spec) -> str:

@@ -54,8 +54,11 @@ def spec_of_run(run_id: str, usecase: str | None = None):
 MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats"}
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
-# operating_point: older runs decided by argmax. (data.image_size: see `_lookup`.)
-BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "operating_point": "accuracy"}
+# operating_point: older runs decided by argmax. (data.image_size: see `_lookup`.) checks: older
+# runs dropped nothing; the near-copy settings only change what the data checks report.
+BEFORE_THEY_EXISTED = {"validation.cv_folds": 0, "validation.cv_repeats": 1, "data.views": 1, "operating_point": "accuracy",
+                       "checks.drop_test_duplicates": False, "checks.near_duplicate_distance": 4,
+                       "checks.near_duplicate_difference": 4.0}
 
 
 def _lookup(logged: dict, key: str) -> Any:

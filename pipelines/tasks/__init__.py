@@ -107,6 +107,17 @@ class Task(ABC):
         return {}
 
     @abstractmethod
+    def check_splits(self, spec, loaded: Loaded) -> dict:
+        """{split name: Split} for the data checks (`pipelines.data.checks`): `train`, `val`
+        and `folds` are the training side, any other name is held out."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def drop_examples(self, spec, loaded: Loaded, to_drop: dict) -> Loaded:
+        """`loaded` without the examples `to_drop` names ({split name: indices in that split})."""
+        raise NotImplementedError
+
+    @abstractmethod
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
         raise NotImplementedError
 

@@ -139,6 +139,28 @@ class ImageClassification(Task):
                     "cv_metrics": evaluation.report["cross_validation"]}
         return {**common, "evaluation": "held-out test split", "test_metrics": headline(evaluation.report)}
 
+    def check_splits(self, spec, loaded: Loaded) -> dict:
+        dataset = loaded.data
+        if cross_validated(spec):
+            return {"folds": dataset.train}
+        val = dataset.val if dataset.val is not None and len(dataset.val) else None
+        return {"train": dataset.train, "val": val, "test": dataset.test}
+
+    def drop_examples(self, spec, loaded: Loaded, to_drop: dict) -> Loaded:
+        dataset = loaded.data
+        for name, indices in to_drop.items():
+            split = dataset.train if name in ("train", "folds") else dataset.val
+            split = split.take(np.setdiff1d(np.arange(len(split)), indices))
+            if name == "val":
+                dataset.val = split
+            else:
+                dataset.train = split
+        if cross_validated(spec):
+            sizes = {**loaded.sizes, "train_examples": len(dataset.train)}
+            return dataclasses.replace(loaded, sizes=sizes, chance_labels=dataset.train.y)
+        return dataclasses.replace(loaded, sizes={**loaded.sizes, "train_examples": len(dataset.train),
+                                                  "val_examples": len(dataset.val) if dataset.val is not None else 0})
+
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
         return model_card.render(spec, metadata, evaluation.report)
 

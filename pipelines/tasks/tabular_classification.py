@@ -24,6 +24,7 @@ from pipelines.core.runtime import import_keras, seed_everything
 from pipelines.data.dataset import Split
 from pipelines.data.input_pipeline import fit_arguments
 from pipelines.data.loaders.uci_heart_format import load_sites, targets
+from pipelines.evaluation.model_card import data_checks
 from pipelines.evaluation.plots import _pyplot
 from pipelines.evaluation.report import classification_report, headline, write_report_text
 from pipelines.modeling.builders import get_builder
@@ -246,7 +247,7 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 ## Data
 - UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano), processed 14-attribute files; source {metadata["data_origin"]}, sha256 `{metadata["data_sha256"]}`.
 - `chol` or `trestbps` of 0 are read as missing (not measured).
-
+{data_checks(metadata)}
 {markdown_report.replace("# ", "## ", 1)}
 ## Intended use
 {spec.intended_use}
@@ -264,6 +265,7 @@ _IMAGE_ONLY_KEYS = frozenset({
     "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
     "operating_point",  # a binary model has its decision threshold instead
+    "checks.near_duplicate_distance", "checks.near_duplicate_difference",  # rows have exact copies only
 })
 
 
@@ -358,6 +360,33 @@ class TabularClassification(Task):
             "threshold": threshold, "target": spec.tabular.target, "train_rows": len(train),
             "cv_summary": evaluation.report["cross_validation"],
         }
+
+    def check_splits(self, spec, loaded: Loaded) -> dict:
+        """The training sites' rows are the pool of folds; every other site is an external test set."""
+        data = loaded.data
+        features = list(spec.tabular.numeric + spec.tabular.categorical)
+        splits = {"folds": Split(data["train"][features], data["y"])}
+        for site, frame in data["frames"].items():
+            if site not in spec.tabular.train_sites:
+                splits[site] = Split(frame[features], data["target_of"](frame))
+        return splits
+
+    def drop_examples(self, spec, loaded: Loaded, to_drop: dict) -> Loaded:
+        import pandas as pd
+
+        data = dict(loaded.data)
+        drop = to_drop.get("folds", np.zeros(0, dtype=np.int64))
+        # The pool is the training sites' tables end to end: drop from each its share of the indices.
+        frames, start = dict(data["frames"]), 0
+        for site in spec.tabular.train_sites:
+            rows = len(frames[site])
+            mine = drop[(drop >= start) & (drop < start + rows)] - start
+            frames[site] = frames[site].drop(index=frames[site].index[mine]).reset_index(drop=True)
+            start += rows
+        data["frames"] = frames
+        data["train"] = pd.concat([frames[s] for s in spec.tabular.train_sites], ignore_index=True)
+        data["y"] = data["target_of"](data["train"])
+        return dataclasses.replace(loaded, data=data, sizes={**loaded.sizes, "train_rows": len(data["train"])}, chance_labels=data["y"])
 
     def model_card(self, spec, metadata: dict, evaluation: Evaluation) -> str:
         return render_card(spec, metadata, evaluation.markdown)

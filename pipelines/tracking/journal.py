@@ -79,6 +79,8 @@ def replay(client, folder: Path) -> int:
             (client.log_artifacts if path.is_dir() else client.log_artifact)(run_id, str(path), record.get("folder"))
         elif kind == "dict":
             client.log_dict(run_id, record["data"], record["name"])
+        elif kind == "table":
+            client.log_table(run_id, record["data"], record["name"])
         elif kind == "text":
             client.log_text(run_id, record["text"], record["name"])
         elif kind == "end":

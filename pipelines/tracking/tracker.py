@@ -225,6 +225,11 @@ class Tracker:
     def log_dict(self, data: dict, name: str) -> None:
         self._send("dict", lambda: self.mlflow.log_dict(data, name), data=data, name=name)
 
+    def log_table(self, columns: dict, name: str) -> None:
+        """Columns of equal length as an MLflow table (`name` ends in .json): the UI shows it
+        under the run's artifacts and `mlflow.load_table` reads it back as a DataFrame."""
+        self._send("table", lambda: self.mlflow.log_table(columns, name), data=columns, name=name)
+
     def log_text(self, text: str, name: str) -> None:
         self._send("text", lambda: self.mlflow.log_text(text, name), text=text, name=name)
 

@@ -16,7 +16,7 @@ The file's tables are the spec's sections, and its keys are the keys `--set` tak
     builder = "transfer"               # and the builder's parameters beside them
     dropout = 0.3
 
-    [train]                            # TrainConfig, [validation], [export], [tabular] likewise
+    [train]                            # TrainConfig, [validation], [export], [checks], [tabular] likewise
     epochs = 20
 
 The name is the file's stem. An unknown key, a value of the wrong type or one outside its
@@ -45,7 +45,7 @@ else:  # pragma: no cover - Python 3.10
 
 NAME = re.compile(r"[a-z][a-z0-9_-]*")
 # Sections the file may hold, as Spec fields whose values are dataclasses.
-SECTIONS = {f.name for f in dataclasses.fields(Spec) if f.name in ("data", "model", "train", "validation", "export", "tabular")}
+SECTIONS = {f.name for f in dataclasses.fields(Spec) if f.name in ("data", "model", "train", "validation", "export", "checks", "tabular")}
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 
