@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -112,6 +112,9 @@ bench-cucumber: $(STAMP) ## 5-fold CV, same folds: pretrained transfer vs the sa
 
 bench-skin-transfer: $(STAMP) ## DermaMNIST: ImageNet MobileNet transfer (upsampled to 128 px) vs the spec's residual_cnn, one run (~30 min) [EPOCHS=n: residual_cnn]
 	$(BIN)/python benchmarks/bench_skin_transfer.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+bench-image-folder: $(STAMP) ## photo folders: peak memory of loading + one epoch at 1x and 4x the images, memory-mapped vs in RAM (~5 min) [SIZE=96]
+	$(BIN)/python benchmarks/bench_image_folder.py $(if $(SIZE),--size $(SIZE))
 
 bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clothing/cucumber samples, on the GPU if any [EPOCHS=3]
 	$(BIN)/python benchmarks/bench_gpu.py $(if $(EPOCHS),--epochs $(EPOCHS))
