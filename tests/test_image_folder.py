@@ -116,6 +116,10 @@ def test_split_folders_are_used_as_they_are(tmp_path, isolated):
     assert {name.split("/")[0] for name in dataset.files} == {"train", "test"}
     assert np.bincount(dataset.test.y).tolist() == [counts["test"][name] for name in sorted(counts["test"])]
     assert dataset.val_origin.startswith("a seeded stratified 20%")
+    from pipelines.core.runtime import import_keras
+
+    theirs = import_keras().utils.image_dataset_from_directory(folder / "train", image_size=(28, 28), verbose=False)
+    assert list(dataset.class_names) == theirs.class_names  # with split folders: train/'s classes
 
 
 def test_groups_keep_one_objects_photos_in_one_split(few, isolated, tmp_path):

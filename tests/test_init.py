@@ -4,6 +4,8 @@ loader's, and is never written over an existing one."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -94,3 +96,16 @@ def test_write_usecase_file_into_another_folder_names_the_train_command(tmp_path
     with pytest.raises(Exception, match="model.builder=nope"):
         write_usecase_file("broken", text.replace('builder = "small_cnn"', 'builder = "nope"'), tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere" / "broken.toml").exists()
+
+
+@pytest.mark.slow
+def test_the_cucumber_folder_trains_cross_validated_through_make(tmp_path, usecases, isolated):
+    """Two commands and no Python: init, then make train-NAME (two folds and no fine-tuning, to be quick)."""
+    cucumber_folder(tmp_path / "grades")
+    assert main(["init", "grades", "--images", str(tmp_path / "grades")]) == 0
+    env = {**os.environ, "PIPELINES_REPORTS_ROOT": str(tmp_path / "reports")}
+    result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "train-grades", "EPOCHS=1",
+                             "SET=fine_tune_epochs=0 cv_folds=2"], capture_output=True, text=True, env=env, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "final model on all 495 images" in result.stdout and "cv accuracy" in result.stdout
+    assert (isolated / "models" / "grades" / "1" / "saved_model.pb").is_file()
