@@ -105,6 +105,9 @@ def load(spec) -> Dataset:
     check_options(options)
     if spec.data.views != 1:
         raise UsageError(f"data.views={spec.data.views}: the image_folder loader reads one photo a file; use views = 1")
+    if len(spec.input_shape) == 3 and spec.input_shape[-1] != 3 or len(spec.input_shape) not in (2, 3):
+        raise UsageError(f"input_shape={list(spec.input_shape)}: photos are read grey as [height, width] or in colour as "
+                         f"[height, width, 3]")
     folder_option = spec.data.data_dir or options.get("folder")
     if not folder_option:
         raise UsageError(f"{spec.name}: say where the photos are: [data.options] folder = \"DIR\", or --data-dir DIR")
