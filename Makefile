@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -118,6 +118,9 @@ bench-skin-transfer: $(STAMP) ## DermaMNIST: ImageNet MobileNet transfer (upsamp
 
 bench-checks: $(STAMP) ## data checks on the full data of the five use cases: duplicates across splits, label conflicts (~2 min) [DATA_DIR=root]
 	$(BIN)/python benchmarks/bench_checks.py $(if $(DATA_DIR),--data-root $(DATA_DIR))
+
+bench-image-folder: $(STAMP) ## photo folders: peak memory of loading + one epoch at 1x and 4x the images, memory-mapped vs in RAM (~5 min) [SIZE=96]
+	$(BIN)/python benchmarks/bench_image_folder.py $(if $(SIZE),--size $(SIZE))
 
 bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clothing/cucumber samples, on the GPU if any [EPOCHS=3]
 	$(BIN)/python benchmarks/bench_gpu.py $(if $(EPOCHS),--epochs $(EPOCHS))

@@ -36,6 +36,7 @@ from pipelines.usecases import names as usecase_names
 from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
+  init       look at a folder of photos and write a use-case file that trains on it (usecases/NAME.toml)
   list       the use cases, their data and models, the builders and augmentations (--names: the names only)
   show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
@@ -48,6 +49,7 @@ VERBS_HELP = """verbs:
   serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
 
 examples:
+  python -m pipelines init grapes --images ~/photos/grapes                # then: make train-grapes
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits my_digit.png                       # the champion
@@ -85,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VERBS_HELP,
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    init = verbs.add_parser("init", help="write a use-case file from your data (a folder of photos)",
+                            description="Look at the data and write a commented use-case file (classes, counts, sizes, "
+                            "defaults) into the use-case folder; it never overwrites a file. Then: make train-NAME.")
+    init.add_argument("name", help="the new use case's name: lower-case letters, digits, - and _ (e.g. grapes)")
+    data = init.add_mutually_exclusive_group(required=True)
+    data.add_argument("--images", metavar="DIR", help="a folder with one folder of photos per class (or train/, val/, test/ of them)")
+    data.add_argument("--table", metavar="FILE.csv", help="a CSV with one row per example (with --target COLUMN)")
+    init.add_argument("--target", metavar="COLUMN", help="with --table: the column to predict")
+    init.add_argument("--folder", metavar="DIR", help="where to write NAME.toml (default: usecases/, or $PIPELINES_USECASES_DIR)")
+
     listing = verbs.add_parser("list", help="list use cases, builders and augmentations")
     listing.add_argument("--names", action="store_true", help="only the use case names, one a line (what the Makefile reads)")
 
@@ -193,7 +205,23 @@ def cmd_list(names_only: bool = False) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from pathlib import Path
+
+    from pipelines.usecases.init import init_images
+
+    folder = Path(args.folder) if args.folder else None
+    if args.table:
+        raise UsageError("init --table is not available in this build; use --images DIR")
+    if args.target:
+        raise UsageError("--target goes with --table FILE.csv, not --images")
+    init_images(args.name, args.images, folder)
+    return 0
+
+
 def run(args) -> int:
+    if args.verb == "init":
+        return cmd_init(args)
     if getattr(args, "usecase", None):
         args.usecase = name_of(args.usecase)  # a use-case file's path works wherever a name does
     if args.verb == "list":

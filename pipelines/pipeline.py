@@ -72,6 +72,8 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         tracker.log_dict(spec.to_dict(), "spec.json")
         tracker.log_dict(loaded.files, "data_files_sha256.json")
         log_data_checks(tracker, found)
+        if getattr(loaded.data, "skipped", None):  # unreadable images the use case said to skip (on_corrupt = "skip")
+            tracker.log_dict({"skipped": loaded.data.skipped}, "data_skipped_files.json")
         # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
         tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
                           "git_commit": commit, "verb": "train", "ranking_metric": spec.ranking_metric, **package_versions()})

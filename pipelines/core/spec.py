@@ -34,6 +34,10 @@ class DataConfig:
     # MedMNIST+'s dermamnist_<size>.npz); the image task derives `input_shape` from it. 0: the
     # spec's own input_shape. Only loaders that resize read it (`pipelines.data.loaders.LOADER_KEYS`).
     image_size: Annotated[int, Range(0, 1024)] = 0
+    # How a photo meets that size (`pipelines.data.images`): stretched (resize), letterboxed on
+    # black (pad) or centre-cropped (crop). Read by loaders that decode files (image_folder); it
+    # travels with the exported model, so `predict` decodes a photo file the same way.
+    image_fit: Annotated[str, OneOf(("resize", "pad", "crop"))] = "resize"
     options: dict = field(default_factory=dict, metadata=_FIXED)  # loader-specific, e.g. target
     # Photos of each object stacked as channels, RGB after RGB: 3 reads CUCUMBER-9 prototype 2
     # (three views of each cucumber) and serves (32, 32, 9) (`pipelines.tasks.image_classification.stacked_views`).

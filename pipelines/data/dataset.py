@@ -36,6 +36,10 @@ class Dataset:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     val: Split | None = None  # an official validation split, when the data set has one
     val_origin: str = "official"  # or "carved from train" (set by pipelines.data.splits)
+    # Files a loader passed over, for the run to log: unreadable images it was told to skip
+    # ("path: reason", `on_corrupt = "skip"`), and how many files were not images at all.
+    skipped: list[str] = field(default_factory=list)
+    ignored: int = 0
 
     def describe(self) -> str:
         """One line for the console: where the data came from, split sizes, content hash."""

@@ -17,6 +17,13 @@ way for every file:
 - a file over `MAX_PIXELS` is refused from its header, before any pixel is decoded (a
   decompression bomb: a few kB of PNG can declare 20,000 x 20,000 pixels, 1.2 GB decoded).
 
+How the picture meets the model's size is `fit` (a use case's `data.image_fit`, carried into
+the exported model's metadata so `predict` decodes a photo as training did):
+
+- `resize` stretches it to the size (the aspect ratio is lost; nothing is cut or added);
+- `pad` scales it to fit inside and fills the rest with black (letterboxing, as transparency);
+- `crop` scales it to cover the size and cuts the centre (the edges are lost).
+
 No other change is made: MNIST digits are light strokes on a dark background, so a scan of
 dark ink on white paper needs inverting first.
 """
@@ -33,15 +40,19 @@ from pipelines.core.errors import PipelineError
 # 64 megapixels (e.g. 8,000 x 8,000): above any phone or dermatoscope photo, far below what would
 # exhaust memory. Below Pillow's own bomb threshold (89.5 MP), so this check speaks first.
 MAX_PIXELS = 64_000_000
+# How an image meets the model's size (see the module docstring); `pipelines.core.spec` lists them too.
+FITS = ("resize", "pad", "crop")
 
 
-
-def read_image(path: Path, input_shape: tuple) -> np.ndarray:
+def read_image(path: Path, input_shape: tuple, fit: str = "resize") -> np.ndarray:
     """A uint8 array of `input_shape`; raises PipelineError naming the file if it is not an
-    image, or one too large to decode safely."""
+    image, or one too large to decode safely. `fit`: resize, pad or crop (see above)."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
+
+    if fit not in FITS:
+        raise PipelineError(f"image fit '{fit}' is not one of {', '.join(FITS)}")
 
     height, width = input_shape[:2]
     mode = "L" if len(input_shape) == 2 else "RGB"
@@ -52,7 +63,7 @@ def read_image(path: Path, input_shape: tuple) -> np.ndarray:
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:  # the header is read, no pixel yet
                     raise _too_large(path, f"{image.width:,} x {image.height:,} pixels", MAX_PIXELS)
-                converted = _to_mode(image, mode).resize((width, height), Image.Resampling.LANCZOS)
+                converted = _fitted(_to_mode(image, mode), (width, height), fit)
     except PipelineError:
         raise
     except FileNotFoundError:
@@ -74,6 +85,17 @@ def resize_images(images: np.ndarray, input_shape: tuple) -> np.ndarray:
     height, width = input_shape[:2]
     resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS)) for image in images]
     return np.stack(resized).astype(np.uint8).reshape((len(images), *input_shape))
+
+
+def _fitted(image, size: tuple[int, int], fit: str):
+    """`image` at `size` (width, height): stretched, letterboxed on black, or centre-cropped."""
+    from PIL import Image, ImageOps
+
+    if fit == "pad":
+        return ImageOps.pad(image, size, Image.Resampling.LANCZOS, color=0)
+    if fit == "crop":
+        return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _too_large(path: Path, what: str, limit: int) -> PipelineError:

@@ -46,7 +46,7 @@ def predict_files(model_dir: Path, files: list[str], top_k: int = 3, operating_p
     predictions, images, readable = [], [], []
     for name in files:
         try:
-            images.append(read_image(Path(name), shape))
+            images.append(read_image(Path(name), shape, metadata.get("image_fit", "resize")))  # as the loader fitted them
             readable.append(len(predictions))
             predictions.append(Prediction(name))
         except PipelineError as exc:

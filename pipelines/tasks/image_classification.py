@@ -81,7 +81,7 @@ class ImageClassification(Task):
             return _load_pooled(spec)
         dataset = load_dataset(spec)
         val = len(dataset.val) if dataset.val is not None else 0
-        sizes = {"train_examples": len(dataset.train), "val_examples": val, "test_examples": len(dataset.test)}
+        sizes = {"train_examples": len(dataset.train), "val_examples": val, "test_examples": len(dataset.test), **_passed_over(dataset)}
         return Loaded(dataset, dataset.origin, dataset.sha256, dataset.files, sizes, dataset.describe(), dataset.test.y)
 
     def fit(self, spec, loaded: Loaded, tracker, resume) -> Fitted:
@@ -131,7 +131,9 @@ class ImageClassification(Task):
         tracker.log_artifact(path, "explanations")
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
-        common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views, **loaded.sizes,
+        # image_fit: how `predict` fits a photo file to input_shape, as the loader fitted the training photos.
+        common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views,
+                  "image_fit": spec.data.image_fit, **loaded.sizes,
                   "val_origin": loaded.data.val_origin, "epochs_run": fitted.epochs_run,
                   "operating_points": OperatingPoints.from_metadata(evaluation.report).as_metadata()}
         if cross_validated(spec):
@@ -170,6 +172,12 @@ class ImageClassification(Task):
         return images[:64], images[:4]
 
 
+def _passed_over(dataset) -> dict:
+    """Counts of the files a folder loader passed over (logged as params), when there were any."""
+    counts = {"skipped_images": len(dataset.skipped), "ignored_files": dataset.ignored}
+    return {name: count for name, count in counts.items() if count}
+
+
 def _fit(spec, dataset, tracker, resume) -> Fitted:
     result = fit.train(spec, dataset, callbacks=(tracker.epoch_callback(),), resume=resume)
     fingerprint = fit.weights_sha256(result.models.serving)
@@ -195,7 +203,7 @@ def _load_pooled(spec) -> Loaded:
     dataset.train, dataset.test, dataset.val = pooled, pooled.take(np.arange(0)), pooled.take(np.arange(0))
     dataset.val_origin = "none: the held-out folds of the cross-validation"
     description = f"{dataset.origin} data, every split pooled for {describe(spec.validation, len(pooled))} (sha256 {dataset.sha256[:12]})"
-    sizes = {"train_examples": len(pooled), "val_examples": 0, "test_examples": 0}
+    sizes = {"train_examples": len(pooled), "val_examples": 0, "test_examples": 0, **_passed_over(dataset)}
     return Loaded(dataset, dataset.origin, dataset.sha256, dataset.files, sizes, description, pooled.y)
 
 

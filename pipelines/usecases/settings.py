@@ -18,7 +18,7 @@ from pipelines.core.domains import domain_of
 from pipelines.core.errors import UsageError
 from pipelines.core.spec import ModelConfig, Spec, _show, parse_value
 from pipelines.data import augmentation
-from pipelines.data.loaders import unused_keys
+from pipelines.data.loaders import check_options, unused_keys
 from pipelines.modeling import builders
 from pipelines.tasks import get_task
 
@@ -115,6 +115,7 @@ def _check_rules(spec: Spec, entry) -> None:
     if train.fine_tune_epochs and not entry.has_backbone:
         raise UsageError(f"train.fine_tune_epochs={train.fine_tune_epochs} needs a pretrained backbone; builder "
                          f"'{spec.model.builder}' has none (use model.builder=transfer, or fine_tune_epochs=0)")
+    check_options(spec.data.loader, spec.data.options)
     test_fraction = spec.data.options.get("test_fraction", 0.0)
     if spec.data.val_fraction + test_fraction >= 1:
         raise UsageError(f"data.val_fraction={spec.data.val_fraction}: with test_fraction {test_fraction} it leaves no training data")
