@@ -4,8 +4,10 @@ model takes the raw named columns a client records (one float tensor per column,
 
 - numeric column: a missing-value indicator, then the value imputed with the training mean
   and normalised with statistics adapted on the training rows only;
-- categorical column (numeric codes): missing becomes its own code, then an `IntegerLookup`
-  one-hot over the codes seen in training, with an out-of-vocabulary bucket for any other.
+- categorical column of numeric codes: missing becomes its own code, then an `IntegerLookup`
+  one-hot over the codes seen in training, with an out-of-vocabulary bucket for any other;
+- categorical column of text (its training frame column holds strings, e.g. "red"): a string
+  input, then a `StringLookup` one-hot likewise ("" = missing is a category like any other).
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def build_tabular_mlp(
     keras = import_keras()
     layers = keras.layers
     FillMissing, MissingIndicator = _layers()
-    inputs = {column: keras.Input(shape=(), dtype="float32", name=column) for column in (*numeric, *categorical)}
+    text = {column for column in categorical if train_frame[column].dtype == object}
+    inputs = {column: keras.Input(shape=(), dtype="string" if column in text else "float32", name=column)
+              for column in (*numeric, *categorical)}
     encoded = []
     for column in numeric:
         value = layers.Reshape((1,), name=f"{column}_column")(inputs[column])
@@ -89,6 +93,11 @@ def build_tabular_mlp(
         encoded.append(normalise(FillMissing(mean, name=f"{column}_impute")(value)))
         encoded.append(MissingIndicator(name=f"{column}_missing")(value))
     for column in categorical:
+        if column in text:
+            lookup = layers.StringLookup(num_oov_indices=1, output_mode="one_hot", name=f"{column}_lookup")
+            lookup.adapt(train_frame[column].to_numpy(str).reshape(-1, 1))
+            encoded.append(lookup(layers.Reshape((1,), name=f"{column}_column")(inputs[column])))
+            continue
         value = layers.Reshape((1,), name=f"{column}_column")(inputs[column])
         codes = FillMissing(MISSING_CODE, integer=True, name=f"{column}_code")(value)
         lookup = layers.IntegerLookup(num_oov_indices=1, output_mode="one_hot", name=f"{column}_lookup")
