@@ -36,6 +36,7 @@ from pipelines.usecases import names as usecase_names
 from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
+  init       write a use-case file for your own data: init NAME --table FILE.csv --target COLUMN
   list       the use cases, their data and models, the builders and augmentations (--names: the names only)
   show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
@@ -48,6 +49,7 @@ VERBS_HELP = """verbs:
   serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
 
 examples:
+  python -m pipelines init patients --table patients.csv --target diagnosis --positive malignant
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits my_digit.png                       # the champion
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VERBS_HELP,
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    init = verbs.add_parser("init", help="write a use-case file from your data (a CSV)",
+                            description="Look at the data and write usecases/NAME.toml (never over an existing file): "
+                            "columns with their inferred kinds, the class balance and defaults for a small table.")
+    init.add_argument("name", help="the new use case's name: lower-case letters, digits, - and _")
+    init.add_argument("--table", metavar="FILE.csv", required=True, help="a CSV with a header row, one row per example")
+    init.add_argument("--target", metavar="COLUMN", required=True, help="the column to predict")
+    init.add_argument("--positive", metavar="VALUE", default="", help="binary targets: the positive class (column 1 of the answer)")
     listing = verbs.add_parser("list", help="list use cases, builders and augmentations")
     listing.add_argument("--names", action="store_true", help="only the use case names, one a line (what the Makefile reads)")
 
@@ -193,7 +202,17 @@ def cmd_list(names_only: bool = False) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from pipelines.usecases.init import write_usecase_file
+    from pipelines.usecases.init_table import table_usecase_text
+
+    write_usecase_file(args.name, table_usecase_text(args.name, args.table, args.target, args.positive))
+    return 0
+
+
 def run(args) -> int:
+    if args.verb == "init":
+        return cmd_init(args)
     if getattr(args, "usecase", None):
         args.usecase = name_of(args.usecase)  # a use-case file's path works wherever a name does
     if args.verb == "list":

@@ -39,6 +39,30 @@ MISSING_TEXT = ""  # a missing cell of a text category: served as the empty stri
 MAX_LEFT_OUT_GROUPS = 10  # leave-one-group-out only over a few groups (sites); more: grouped CV
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+def signature_name(column: str) -> str:
+    """A column's name as a TensorFlow name (the exported signature's argument, the model's
+    layers): `mean radius` -> `mean_radius`. TensorFlow refuses spaces and most punctuation in
+    names; clients still send the raw column names, which `metadata.json`'s `signature_names`
+    maps."""
+    name = _UNSAFE.sub("_", str(column))
+    return name if re.match(r"[A-Za-z0-9.]", name) else f"c{name}"
+
+
+def check_signature_names(columns) -> dict:
+    """{column: signature name}; two columns that would share one are a PipelineError."""
+    names = {column: signature_name(column) for column in columns}
+    seen: dict = {}
+    for column, name in names.items():
+        if name in seen:
+            raise PipelineError(f"columns '{seen[name]}' and '{column}' would have the same name '{name}' in the served "
+                                "model (spaces and punctuation become _): rename one, or drop one (tabular.drop)")
+        seen[name] = column
+    return names
+
+
 @dataclass
 class Table:
     """A small table as the tabular task reads it, whichever loader read it.

@@ -101,7 +101,9 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         if self.tabular:
             self.columns = list(self.metadata["columns"])
             self.text_columns = {c for c, kind in self.metadata.get("column_types", {}).items() if kind == "text"}
-            missing = set(self.columns) - set(self.input_specs)
+            # Raw column name -> the signature's (TensorFlow-safe) name; older exports: the same.
+            self.signature_names = {c: self.metadata.get("signature_names", {}).get(c, c) for c in self.columns}
+            missing = set(self.signature_names.values()) - set(self.input_specs)
             if missing:
                 raise MlflowException(f"the SavedModel has no input for column(s) {sorted(missing)}")
         else:
@@ -242,7 +244,9 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         return {self.input_name: np.zeros((1, *self.image_shape), np.uint8)}
 
     def _probabilities(self, batch: dict) -> np.ndarray:
-        tensors = {name: self.tf.constant(values, dtype=self.input_specs[name].dtype) for name, values in batch.items()}
+        names = getattr(self, "signature_names", {})
+        tensors = {names.get(name, name): self.tf.constant(values, dtype=self.input_specs[names.get(name, name)].dtype)
+                   for name, values in batch.items()}
         outputs = self.function(**tensors)
         return next(iter(outputs.values())).numpy()
 

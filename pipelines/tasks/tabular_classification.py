@@ -29,7 +29,7 @@ from pipelines.core.runtime import import_keras, seed_everything
 from pipelines.data.dataset import Split
 from pipelines.data.input_pipeline import fit_arguments
 from pipelines.data.loaders import load_table
-from pipelines.data.table_schema import MAX_LEFT_OUT_GROUPS
+from pipelines.data.table_schema import MAX_LEFT_OUT_GROUPS, check_signature_names, signature_name
 from pipelines.evaluation.plots import _pyplot
 from pipelines.evaluation.report import classification_report, headline, write_report_text
 from pipelines.modeling.builders import get_builder
@@ -57,16 +57,17 @@ def fit_keras(spec, table, frame, y, seed: int):
     # [1 - p, p] is the binary cross-entropy of p.)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", steps_per_execution=steps)
     weights = class_weights(y, spec.num_classes, spec.train.class_weights) if spec.train.class_weights else None
-    features = frame[list(table.columns)].reset_index(drop=True)
+    features = frame[list(table.columns)].rename(columns=signature_name).reset_index(drop=True)
     model.fit(**fit_arguments(Split(features, y), spec.train.batch_size, seed, training=True),
               epochs=spec.train.epochs, class_weight=weights, verbose=0)
     return model
 
 
 def columns(frame, table) -> dict[str, np.ndarray]:
-    """One array per model input: float32 numbers and codes, text categories as strings."""
+    """One array per model input, keyed by its signature name: float32 numbers and codes, text
+    categories as strings."""
     text = set(table.text_columns())
-    return {c: frame[c].to_numpy(str) if c in text else frame[c].to_numpy(np.float32) for c in table.columns}
+    return {signature_name(c): frame[c].to_numpy(str) if c in text else frame[c].to_numpy(np.float32) for c in table.columns}
 
 
 def predict_keras(model, frame, table) -> np.ndarray:
@@ -300,6 +301,7 @@ class TabularClassification(Task):
         import hashlib
 
         table = load_table(spec)
+        check_signature_names(table.columns)
         train, y, groups = table.rows(table.train_groups)
         counts = np.bincount(y, minlength=len(table.class_names))
         too_few = [name for name, count in zip(table.class_names, counts) if count < spec.validation.cv_folds]
@@ -372,6 +374,7 @@ class TabularClassification(Task):
         return {
             "columns": list(table.columns), "input_dtype": "float32",
             "column_types": {c: "text" if c in text else "number" for c in table.columns},
+            "signature_names": check_signature_names(table.columns),
             "categories": {c: sorted({str(v) for v in train[c]} if c in text else {int(v) for v in train[c].dropna()})
                            for c in table.categorical},
             "threshold": threshold, "target": spec.tabular.target, "train_rows": len(train),
