@@ -1,15 +1,32 @@
 """`init NAME --table FILE.csv --target COLUMN` on a real data set a package ships: scikit-
 learn's breast cancer data (Wisconsin, 569 patients) as a CSV with a string target and a
 patient id, then the two commands a user runs: train (cross-validation with the baseline,
-tiny epochs) and predict from raw columns, through the CLI, as a user would."""
+tiny epochs) and predict from raw columns, with the commands docs/tables.md shows, as a user
+would run them (only the file names point into the test's folder)."""
 
 import json
-from pathlib import Path
+import os
+import re
+import shlex
+import subprocess
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
-TINY = ["--set", "epochs=2", "--set", "cv_repeats=1", "--set", "cv_folds=2"]
+DOCS = (REPO / "docs" / "tables.md").read_text()
+
+
+def documented(prefix: str) -> list[str]:
+    """The docs' shell command that starts with `prefix`, as words."""
+    for body in re.findall(r"```sh\n(.*?)```", DOCS, re.S):
+        for line in body.splitlines():
+            if line.startswith(prefix):
+                return shlex.split(line, comments=True)
+    raise AssertionError(f"docs/tables.md shows no `{prefix} ...` command")
+
+
+def with_files(words: list[str], files: dict) -> list[str]:
+    return [str(files.get(word, word)) for word in words]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +51,8 @@ def cancer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def initialised(cancer):
-    result = run_cli("init", "cancer", "--table", str(cancer["csv"]), "--target", "diagnosis", "--positive", "malignant",
-                     env=cancer["env"])
+    command = documented("python -m pipelines init cancer")
+    result = run_cli(*with_files(command, {"breast_cancer.csv": cancer["csv"]})[3:], env=cancer["env"])
     assert result.returncode == 0, result.stderr
     return result
 
@@ -80,8 +97,10 @@ def test_init_refuses_a_target_with_one_value_and_an_unreadable_file(cancer, tmp
 
 @pytest.fixture(scope="module")
 def trained(cancer, initialised):
-    result = run_cli("train", "cancer", *TINY, env=cancer["env"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = documented("make train-cancer EPOCHS=")  # the quick look: 2 epochs, one 2-fold CV
+    result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), *command[1:]], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, **cancer["env"]})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     models = sorted((cancer["root"] / "models" / "cancer").glob("[0-9]*"))
     return {"result": result, "model_dir": models[-1]}
 
@@ -108,10 +127,12 @@ def test_predict_from_raw_columns_with_an_unseen_category(cancer, trained, tmp_p
     rows.iloc[1, rows.columns.get_loc("size")] = "huge"  # never seen in training: the lookup's OOV bucket
     csv = tmp_path / "new_patients.csv"
     rows.to_csv(csv, index=False)
-    result = run_cli("predict", "cancer", str(csv), "--json", env=cancer["env"])
+    command = with_files(documented("python -m pipelines predict cancer"), {"new_patients.csv": csv})
+    result = run_cli(*command[3:], env=cancer["env"])
     assert result.returncode == 0, result.stderr
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [a["row"] for a in answers] == [1, 2] and all(0 <= a["probability"] <= 1 for a in answers)
-    assert all(a["label"] in ("benign", "malignant") for a in answers)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(re.fullmatch(r"row [12]: P\(malignant\) \d\.\d{3} -> (benign|malignant) \(threshold \d\.\d{3}\)", line)
+                                   for line in lines), lines
     assert "row 2, column size: 'huge' is not a category seen in training" in result.stderr
-    assert Path(trained["model_dir"]).is_dir()
+    as_json = run_cli(*command[3:], "--json", env=cancer["env"])
+    assert [json.loads(line)["row"] for line in as_json.stdout.splitlines()] == [1, 2]
