@@ -136,3 +136,22 @@ def test_predict_from_raw_columns_with_an_unseen_category(cancer, trained, tmp_p
     assert "row 2, column size: 'huge' is not a category seen in training" in result.stderr
     as_json = run_cli(*command[3:], "--json", env=cancer["env"])
     assert [json.loads(line)["row"] for line in as_json.stdout.splitlines()] == [1, 2]
+
+
+def test_the_served_model_takes_raw_column_names_and_text(cancer, trained):
+    """The MLflow model behind `serve` (loaded in-process on the exported folder, as the scoring
+    server loads it): raw names with spaces, a text category, null for not recorded."""
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.export.mlflow_model import SavedModelClassifier
+
+    model = SavedModelClassifier()
+    model.load_context(SimpleNamespace(artifacts={"saved_model": str(trained["model_dir"])}, model_config={}))
+    row = cancer["frame"].drop(columns=["patient_id", "diagnosis"]).iloc[0]
+    request = {name: [None if name == "size" else float(value) if name != "size" else value] for name, value in row.items()}
+    (answer,) = model.predict(None, request)
+    assert set(answer) == {"benign", "malignant", "label"} and abs(answer["benign"] + answer["malignant"] - 1) < 1e-6
+    with pytest.raises(MlflowException, match="column 'size' takes text \\(a category name\\), got 3"):
+        model.predict(None, {**request, "size": [3]})

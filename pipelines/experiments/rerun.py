@@ -47,33 +47,14 @@ def spec_of_run(run_id: str, usecase: str | None = None):
     builder = logged["model"]["builder"]
     spec = apply_overrides(base, {"model.builder": builder})
     values = {key: _as_spec_value(_lookup(logged, key)) for key in flatten(spec) if key != "model.builder"}
-    return apply_overrides(_as_it_ran(spec, logged), values)
-
-
-def _as_it_ran(spec, logged: dict):
-    """The loader options and class names the run ran with: fixed by the use-case file, yet part
-    of what it trained (heart's severity target: five classes). An option a run logged before it
-    became an option is read from where it was (`OPTIONS_MOVED`)."""
-    import dataclasses
-
-    options = dict((logged.get("data") or {}).get("options") or {})
-    for option, old_key in OPTIONS_MOVED.items():
-        section, _, name = old_key.partition(".")
-        old = (logged.get(section) or {}).get(name)
-        if option in spec.data.options and option not in options and old in OPTIONS_MOVED_VALUES.get(option, ()):
-            options[option] = old
-    options = {**spec.data.options, **{k: _as_spec_value(v) for k, v in options.items() if k in spec.data.options}}
-    class_names = tuple(logged.get("class_names") or spec.class_names)
-    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, options=options), class_names=class_names)
+    return apply_overrides(spec, values)
 
 
 # Settings that moved: where a run logged before the move has them.
 MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats",
-         "tabular.train_groups": "tabular.train_sites"}
-# Loader options that were spec keys: option -> the key a run logged before, and the values it
-# took there (`tabular.target` is a column name now; it held heart's binary/severity choice).
-OPTIONS_MOVED = {"target": "tabular.target"}
-OPTIONS_MOVED_VALUES = {"target": ("binary", "severity")}
+         "tabular.train_groups": "tabular.train_sites",
+         # Heart's binary/severity choice is its loader's option; `tabular.target` names a column now.
+         "data.options.target": "tabular.target"}
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
 # operating_point: older runs decided by argmax. (data.image_size: see `_lookup`.)
@@ -86,6 +67,8 @@ def _lookup(logged: dict, key: str) -> Any:
     if not dot:  # a top-level setting (operating_point)
         return logged[key] if key in logged else BEFORE_THEY_EXISTED[key]
     block = logged.get(section) or {}
+    if key.startswith("data.options."):  # a loader option: data.options.<name>
+        block, name = block.get("options") or {}, key[len("data.options."):]
     if section == "model" and name not in block:
         block = block.get("params", {})
     if name in block:

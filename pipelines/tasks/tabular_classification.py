@@ -28,7 +28,7 @@ from pipelines.core.errors import PipelineError, UsageError
 from pipelines.core.runtime import import_keras, seed_everything
 from pipelines.data.dataset import Split
 from pipelines.data.input_pipeline import fit_arguments
-from pipelines.data.loaders import load_table
+from pipelines.data.loaders import load_table, prepare_table_spec
 from pipelines.data.table_schema import MAX_LEFT_OUT_GROUPS, check_signature_names, signature_name
 from pipelines.evaluation.plots import _pyplot
 from pipelines.evaluation.report import classification_report, headline, write_report_text
@@ -296,6 +296,9 @@ class TabularClassification(Task):
             raise UsageError(f"validation.cv_folds=0: {spec.name} is judged by cross-validation only; give at least 2 folds")
         if spec.data.views > 1:
             raise UsageError(f"data.views={spec.data.views} stacks RGB photos as channels: only colour image use cases have views")
+
+    def prepare(self, spec):
+        return prepare_table_spec(spec)
 
     def load(self, spec) -> Loaded:
         import hashlib

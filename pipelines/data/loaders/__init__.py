@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 
+from pipelines.core.domains import OneOf
 from pipelines.core.errors import UsageError
 from pipelines.data.splits import finalize_splits
 
@@ -48,6 +49,28 @@ LOADER_KEYS = {
     "medmnist_format": frozenset({"data.image_size"}),  # resizes the HAM10000 JPEGs
 }
 _OPTIONAL_KEYS = frozenset().union(*LOADER_KEYS.values())
+
+
+# Loader options (`[data.options]`) that `--set` may change, with their domains: a setting of the
+# data a user chooses per run (heart's target), where the other options say where the data is.
+# The key is `data.options.<name>`; checked before any data is loaded like every other key.
+LOADER_OPTIONS = {
+    "uci_heart_format": {"target": OneOf(("binary", "severity"))},
+}
+
+
+def settable_options(loader: str) -> dict:
+    return LOADER_OPTIONS.get(loader, {})
+
+
+def prepare_table_spec(spec):
+    """The spec as a table loader reads it: its classes may follow from an option (heart's
+    severity target has five); loaders without a `prepare(spec)` leave it as it is."""
+    if spec.data.loader not in TABLE_LOADERS:
+        return spec
+    module_name = TABLE_LOADERS[spec.data.loader].partition(":")[0]
+    prepare = getattr(importlib.import_module(module_name), "prepare", None)
+    return prepare(spec) if prepare else spec
 
 
 def unused_keys(loader: str) -> frozenset:

@@ -10,8 +10,8 @@ A value of 0 for `chol` or `trestbps` is physiologically impossible and is how s
 
 As a `Table` (`load_table`, what the small-table task reads): one group per site, the 13
 features, and the target the loader option `[data.options] target` asks for: `binary`
-(disease, `num` > 0, against none; the default) or `severity` (`num` itself, 0-4: five
-class_names). Which columns are numeric and which categorical codes is heart's use-case file.
+(disease, `num` > 0, against none; the default) or `severity` (`num` itself, 0-4; `prepare` names
+its five classes). Which columns are numeric and which categorical codes is heart's use-case file.
 """
 
 from __future__ import annotations
@@ -95,6 +95,18 @@ def targets(frame, target: str) -> np.ndarray:
     if target == "severity":
         return frame[TARGET].to_numpy().astype(np.int64)
     raise PipelineError(f"unknown heart target '{target}'; use binary or severity")
+
+
+SEVERITY_CLASSES = ("0 none", "1", "2", "3", "4 severe")
+
+
+def prepare(spec):
+    """The severity target has five classes; the use case's class names describe the binary one."""
+    import dataclasses
+
+    if spec.data.options.get("target") == "severity" and spec.num_classes != len(SEVERITY_CLASSES):
+        return dataclasses.replace(spec, class_names=SEVERITY_CLASSES)
+    return spec
 
 
 def load_table(spec) -> Table:
