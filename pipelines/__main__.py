@@ -36,7 +36,7 @@ from pipelines.usecases import names as usecase_names
 from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
-  init       look at a folder of photos and write a use-case file that trains on it (usecases/NAME.toml)
+  init       write a use-case file for your own data: --images DIR (photos) or --table FILE.csv --target COLUMN
   list       the use cases, their data and models, the builders and augmentations (--names: the names only)
   show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
@@ -50,6 +50,7 @@ VERBS_HELP = """verbs:
 
 examples:
   python -m pipelines init grapes --images ~/photos/grapes                # then: make train-grapes
+  python -m pipelines init patients --table patients.csv --target diagnosis --positive malignant
   python -m pipelines train digits --data sample
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits my_digit.png                       # the champion
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=VERBS_HELP,
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    init = verbs.add_parser("init", help="write a use-case file from your data (a folder of photos)",
+    init = verbs.add_parser("init", help="write a use-case file from your data (photos or a CSV)",
                             description="Look at the data and write a commented use-case file (classes, counts, sizes, "
                             "defaults) into the use-case folder; it never overwrites a file. Then: make train-NAME.")
     init.add_argument("name", help="the new use case's name: lower-case letters, digits, - and _ (e.g. grapes)")
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--images", metavar="DIR", help="a folder with one folder of photos per class (or train/, val/, test/ of them)")
     data.add_argument("--table", metavar="FILE.csv", help="a CSV with one row per example (with --target COLUMN)")
     init.add_argument("--target", metavar="COLUMN", help="with --table: the column to predict")
+    init.add_argument("--positive", metavar="VALUE", default="", help="with --table, a binary target: the positive class (column 1 of the answer)")
     init.add_argument("--folder", metavar="DIR", help="where to write NAME.toml (default: usecases/, or $PIPELINES_USECASES_DIR)")
 
     listing = verbs.add_parser("list", help="list use cases, builders and augmentations")
@@ -208,14 +210,18 @@ def cmd_list(names_only: bool = False) -> int:
 def cmd_init(args) -> int:
     from pathlib import Path
 
-    from pipelines.usecases.init import init_images
+    from pipelines.usecases.init import init_images, write_usecase_file
+    from pipelines.usecases.init_table import table_usecase_text
 
     folder = Path(args.folder) if args.folder else None
-    if args.table:
-        raise UsageError("init --table is not available in this build; use --images DIR")
-    if args.target:
-        raise UsageError("--target goes with --table FILE.csv, not --images")
-    init_images(args.name, args.images, folder)
+    if args.images:
+        if args.target or args.positive:
+            raise UsageError("--target and --positive go with --table FILE.csv, not --images")
+        init_images(args.name, args.images, folder)
+        return 0
+    if not args.target:
+        raise UsageError("init --table FILE.csv needs --target COLUMN: the column to predict")
+    write_usecase_file(args.name, table_usecase_text(args.name, args.table, args.target, args.positive), folder)
     return 0
 
 

@@ -137,14 +137,20 @@ def test_a_heart_row_with_the_other_label_is_found_and_dropped_from_the_folds():
 
     spec = apply_overrides(get_spec("heart"), {"data.source": "sample"})
     task = get_task(spec.task)
-    loaded = task.load(spec)
-    frame = loaded.data["frames"]["cleveland"]
-    row = frame.iloc[[7]].copy()
-    row["num"] = 0 if row["num"].iloc[0] > 0 else 1  # the same patient, the other diagnosis
+    import dataclasses
+
+    import numpy as np
     import pandas as pd
 
-    loaded.data["frames"]["cleveland"] = frame = pd.concat([frame, row], ignore_index=True)
-    loaded.data["train"], loaded.data["y"] = frame, loaded.data["target_of"](frame)
+    loaded = task.load(spec)
+    table = loaded.data["table"]
+    frame, targets = table.frames["cleveland"], table.targets["cleveland"]
+    # The same patient once more, with the other diagnosis.
+    frame = pd.concat([frame, frame.iloc[[7]]], ignore_index=True)
+    targets = np.append(targets, 1 - targets[7])
+    table = dataclasses.replace(table, frames={**table.frames, "cleveland": frame}, targets={**table.targets, "cleveland": targets})
+    loaded.data["table"] = table
+    loaded.data["train"], loaded.data["y"], loaded.data["groups"] = table.rows(table.train_groups)
 
     found = checks.check(task.check_splits(spec, loaded), spec.class_names)
     assert found.kind == "rows" and found.near_distance is None

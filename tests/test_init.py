@@ -79,7 +79,9 @@ def test_init_never_overwrites_and_errors_are_one_line(tmp_path, usecases, capsy
         (["init", "Grapes!", "--images", str(tmp_path / "grades")], 2, "lower-case letters, digits, - and _"),
         (["init", "other", "--images", str(tmp_path / "nowhere")], 1, "does not exist"),
         (["init", "other", "--images", str(tmp_path / "grades" / "C")], 1, "holds no class folders"),
-        (["init", "other", "--table", "x.csv", "--target", "y"], 2, "init --table is not available in this build"),
+        (["init", "other", "--table", str(tmp_path / "x.csv"), "--target", "y"], 1, "x.csv: no such file"),
+        (["init", "other", "--table", str(tmp_path / "x.csv")], 2, "needs --target COLUMN"),
+        (["init", "other", "--images", str(tmp_path / "grades"), "--target", "y"], 2, "go with --table"),
     ]:
         assert main(argv) == code, argv
         err = capsys.readouterr().err

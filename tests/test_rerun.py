@@ -72,3 +72,19 @@ def test_a_spec_logged_before_a_setting_moved_or_existed_is_read_as_it_ran():
                                                                                 "checks.drop_test_duplicates") is True
     with pytest.raises(PipelineError, match="the logged spec has no 'train.epochs' \\(it predates that setting\\)"):
         _lookup(cucumber, "train.epochs")
+
+
+def test_a_heart_run_logged_before_the_tabular_task_was_generic_is_read_as_it_ran():
+    """Heart's `tabular.train_sites` is `tabular.train_groups` now, and its binary/severity
+    `tabular.target` the loader option `data.options.target` (`tabular.target` names a column)."""
+    from pipelines.experiments.rerun import _lookup
+    from pipelines.tasks import get_task
+    from pipelines.usecases import get_spec
+    from pipelines.usecases.settings import apply_overrides
+
+    logged = {"data": {"options": {}}, "tabular": {"target": "severity", "train_sites": ["hungarian"]}}
+    assert _lookup(logged, "tabular.train_groups") == ["hungarian"] and _lookup(logged, "data.options.target") == "severity"
+    now = {"data": {"options": {"target": "binary"}}, "tabular": {"target": "num", "train_groups": ["cleveland"]}}
+    assert _lookup(now, "data.options.target") == "binary"
+    spec = get_task("tabular_classification").prepare(apply_overrides(get_spec("heart"), {"data.options.target": "severity"}))
+    assert spec.class_names == ("0 none", "1", "2", "3", "4 severe")

@@ -85,13 +85,24 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class TabularConfig:
-    """Settings of tabular use cases: column roles, target and how models are validated."""
+    """Settings of small-table use cases (`pipelines.tasks.tabular_classification`): which column
+    is predicted, how the others are read, which rows train and how models are validated.
 
-    numeric: tuple = field(default=(), metadata=_FIXED)
-    categorical: tuple = field(default=(), metadata=_FIXED)
-    target: Annotated[str, OneOf(("binary", "severity"))] = "binary"  # heart: num > 0, or num 0-4
-    train_sites: tuple = ("cleveland",)  # what the exported model is trained on
-    external_validation: bool = True  # test on the other sites; leave-one-site-out on all
+    Column kinds are inferred from the data (`pipelines.data.table_schema`); `numeric` and
+    `categorical` name columns whose kind is set by hand instead (an integer code that is a
+    category, a number column that looks like a category). Every other column not named as
+    target, group or id is inferred."""
+
+    target: str = field(default="", metadata=_FIXED)  # the column predicted (the csv loader needs it)
+    positive_class: str = field(default="", metadata=_FIXED)  # binary targets: the class column 1 means
+    numeric: tuple = field(default=(), metadata=_FIXED)  # columns read as numbers, whatever they look like
+    categorical: tuple = field(default=(), metadata=_FIXED)  # columns read as categories
+    drop: tuple = field(default=(), metadata=_FIXED)  # columns never read (ids, free text, leaks)
+    # A column naming each row's group or site: rows of one group never straddle CV folds, and
+    # groups outside `train_groups` are external validation (heart: the four hospitals).
+    group: str = field(default="", metadata=_FIXED)
+    train_groups: tuple = ()  # the groups the exported model is trained on; empty: every group
+    external_validation: bool = True  # test on the other groups; leave-one-group-out when there are few
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,10 @@ def spec_of_run(run_id: str, usecase: str | None = None):
 
 
 # Settings that moved: where a run logged before the move has them.
-MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats"}
+MOVED = {"validation.cv_folds": "tabular.cv_folds", "validation.cv_repeats": "tabular.cv_repeats",
+         "tabular.train_groups": "tabular.train_sites",
+         # Heart's binary/severity choice is its loader's option; `tabular.target` names a column now.
+         "data.options.target": "tabular.target"}
 # Settings added later, with the value that every run logged before they existed ran with
 # (not the use case's current default: cucumber cross-validates now, its older runs did not).
 # operating_point: older runs decided by argmax. (data.image_size: see `_lookup`.) checks: older
@@ -67,6 +70,8 @@ def _lookup(logged: dict, key: str) -> Any:
     if not dot:  # a top-level setting (operating_point)
         return logged[key] if key in logged else BEFORE_THEY_EXISTED[key]
     block = logged.get(section) or {}
+    if key.startswith("data.options."):  # a loader option: data.options.<name>
+        block, name = block.get("options") or {}, key[len("data.options."):]
     if section == "model" and name not in block:
         block = block.get("params", {})
     if name in block:

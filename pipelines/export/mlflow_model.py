@@ -100,7 +100,10 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         self.tabular = "columns" in self.metadata
         if self.tabular:
             self.columns = list(self.metadata["columns"])
-            missing = set(self.columns) - set(self.input_specs)
+            self.text_columns = {c for c, kind in self.metadata.get("column_types", {}).items() if kind == "text"}
+            # Raw column name -> the signature's (TensorFlow-safe) name; older exports: the same.
+            self.signature_names = {c: self.metadata.get("signature_names", {}).get(c, c) for c in self.columns}
+            missing = set(self.signature_names.values()) - set(self.input_specs)
             if missing:
                 raise MlflowException(f"the SavedModel has no input for column(s) {sorted(missing)}")
         else:
@@ -162,7 +165,8 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
             raise bad_request(f"missing column(s): {', '.join(missing)} (send NaN or null for a value not measured)")
         if unknown:
             raise bad_request(f"unknown column(s): {', '.join(unknown)}; expected: {', '.join(self.columns)}")
-        batch = {name: self._numeric_column(name, table[name]) for name in self.columns}
+        batch = {name: self._text_column(name, table[name]) if name in self.text_columns else self._numeric_column(name, table[name])
+                 for name in self.columns}
         lengths = {len(values) for values in batch.values()}
         if len(lengths) != 1:
             raise bad_request(f"columns have different lengths: {sorted(lengths)}")
@@ -197,6 +201,21 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
             raise bad_request(f"column '{name}' has an infinite value")
         return column
 
+    @staticmethod
+    def _text_column(name: str, values) -> np.ndarray:
+        """Text categories: strings, or null for "not recorded" (the model's ""); a number here
+        is refused rather than guessed into a category name."""
+        column = np.asarray(values, dtype=object)
+        if column.ndim == 0:
+            column = column.reshape(1)
+        if column.ndim != 1:
+            raise bad_request(f"column '{name}' must be one value per row, got shape {list(column.shape)}")
+        cells = [value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value for value in column]
+        for value in cells:
+            if value is not None and not isinstance(value, str) and not (isinstance(value, float) and np.isnan(value)):
+                raise bad_request(f"column '{name}' takes text (a category name), got {value!r}")
+        return np.array(["" if not isinstance(value, str) else value for value in cells], dtype=object)
+
     # Both
 
     @staticmethod
@@ -220,11 +239,14 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
 
     def _example_batch(self) -> dict:
         if self.tabular:
-            return {name: np.zeros([1], np.float32) for name in self.columns}
+            return {name: np.array([""], object) if name in self.text_columns else np.zeros([1], np.float32)
+                    for name in self.columns}
         return {self.input_name: np.zeros((1, *self.image_shape), np.uint8)}
 
     def _probabilities(self, batch: dict) -> np.ndarray:
-        tensors = {name: self.tf.constant(values, dtype=self.input_specs[name].dtype) for name, values in batch.items()}
+        names = getattr(self, "signature_names", {})
+        tensors = {names.get(name, name): self.tf.constant(values, dtype=self.input_specs[names.get(name, name)].dtype)
+                   for name, values in batch.items()}
         outputs = self.function(**tensors)
         return next(iter(outputs.values())).numpy()
 

@@ -18,6 +18,7 @@ import numpy as np
 from pipelines.core import paths
 from pipelines.core.errors import PipelineError
 from pipelines.data.input_pipeline import as_model_inputs
+from pipelines.data.table_schema import signature_name
 from pipelines.training.fit import predict_probabilities
 
 METADATA_FILE = "metadata.json"
@@ -30,14 +31,16 @@ def existing_versions(folder: Path) -> list[int]:
 
 
 def call_serving(loaded, inputs) -> np.ndarray:
-    """Call a reloaded SavedModel's `serve` endpoint on arrays (or a dict of column arrays)."""
+    """Call a reloaded SavedModel's `serve` endpoint on arrays (or a dict of column arrays, by
+    raw column name: the signature names them TensorFlow-safely, `signature_name`)."""
     import tensorflow as tf
 
     inputs = as_model_inputs(inputs)
     if isinstance(inputs, dict):
         signature = loaded.signatures["serving_default"]
         specs = signature.structured_input_signature[1]
-        tensors = {name: tf.constant(np.asarray(value), dtype=specs[name].dtype) for name, value in inputs.items()}
+        names = {name: name if name in specs else signature_name(name) for name in inputs}
+        tensors = {names[name]: tf.constant(np.asarray(value), dtype=specs[names[name]].dtype) for name, value in inputs.items()}
         outputs = signature(**tensors)
         return next(iter(outputs.values())).numpy()
     return loaded.serve(tf.constant(inputs)).numpy()

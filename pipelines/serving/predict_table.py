@@ -2,9 +2,10 @@
 
 Problems are reported one line each, naming the row (1 = the first data row) and column:
 a missing column (no row can be predicted), an extra column (ignored), a value that is not a
-number (that row is skipped). Empty cells and `?` are "not measured" and are fine: the model
-imputes them. A category code never seen in training is a warning, not an error: the model
-sends it to its out-of-vocabulary bucket, exactly as the serving endpoint would.
+number in a number column (that row is skipped). Empty cells and `?` are "not measured" and are
+fine: the model imputes them. A category never seen in training (a code, or a text value in a
+text column: `metadata.json`'s `column_types`) is a warning, not an error: the model sends it
+to its out-of-vocabulary bucket, exactly as the serving endpoint would.
 
 What spreadsheets write is read as meant:
 
@@ -55,25 +56,33 @@ def validate(table, metadata: dict, source: str, skipped: frozenset = frozenset(
         return None, [], errors, warnings
     if extra:
         errors.append(f"{source}: unexpected column(s) {', '.join(extra)} ignored; the model reads {', '.join(expected)}")
+    text_columns = [c for c, kind in metadata.get("column_types", {}).items() if kind == "text"]
     values = table[expected].replace({"?": None})
     numbers = values.apply(pd.to_numeric, errors="coerce")
     valid = np.ones(len(table), dtype=bool)
     valid[list(skipped)] = False
     for column in expected:
+        if column in text_columns:
+            continue
         text = values[column]
         not_number = numbers[column].isna() & text.notna() & (text.astype(str).str.strip() != "")
         for row in np.flatnonzero(not_number):
             errors.append(f"{source} row {row + 1}, column {column}: '{text.iloc[row]}' is not a number")
             valid[row] = False
     for column, known in metadata.get("categories", {}).items():
-        observed = numbers[column]
-        unknown = observed.notna() & ~observed.isin(known)
+        observed = values[column].fillna("").astype(str) if column in text_columns else numbers[column]
+        unknown = (observed.notna() & ~observed.isin(known)) if column not in text_columns else ~observed.isin(known)
         for row in np.flatnonzero(unknown & valid):
+            shown = f"'{observed.iloc[row]}'" if column in text_columns else f"{observed.iloc[row]:g}"
+            listed = ", ".join(map(str, known[:10])) + (", ..." if len(known) > 10 else "")
             warnings.append(
-                f"{source} row {row + 1}, column {column}: {observed.iloc[row]:g} is not a category seen in training "
-                f"({', '.join(map(str, known))}); predicted with the out-of-vocabulary bucket"
+                f"{source} row {row + 1}, column {column}: {shown} is not a category seen in training "
+                f"({listed}); predicted with the out-of-vocabulary bucket"
             )
-    return numbers[valid].astype("float32"), (np.flatnonzero(valid) + 1).tolist(), errors, warnings
+    frame = numbers[valid].astype("float32")
+    for column in text_columns:  # text categories stay text; an empty cell is "" (not recorded)
+        frame[column] = values[column][valid].fillna("").astype(str).to_numpy(object)
+    return frame, (np.flatnonzero(valid) + 1).tolist(), errors, warnings
 
 
 def read_rows(csv_path: str) -> tuple:
@@ -92,7 +101,7 @@ def read_rows(csv_path: str) -> tuple:
     except OSError as exc:
         raise PipelineError(f"{csv_path}: cannot be read ({exc.strerror})") from None
     if not text.strip():
-        raise PipelineError(f"{csv_path}: the file is empty; expected a header row naming the columns, then one row per patient")
+        raise PipelineError(f"{csv_path}: the file is empty; expected a header row naming the columns, then one row per example")
     first_line = text.splitlines()[0]
     separator = ";" if ";" in first_line and "," not in first_line else ","
     reader = csv.reader(io.StringIO(text), delimiter=separator, skipinitialspace=True)
@@ -142,7 +151,9 @@ def predict_csv(model_dir: Path, csv_path: str) -> TablePredictions:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(model_dir))
-    outputs = call_serving(loaded, {c: frame[c].to_numpy(np.float32) for c in metadata["columns"]})
+    text = {c for c, kind in metadata.get("column_types", {}).items() if kind == "text"}
+    outputs = call_serving(loaded, {c: frame[c].to_numpy(str) if c in text else frame[c].to_numpy(np.float32)
+                                    for c in metadata["columns"]})
     classes, threshold = metadata["class_names"], metadata.get("threshold")
     for number, output in zip(row_numbers, outputs):
         if len(classes) == 2:  # [P(negative), P(positive)]; older exports answered P(positive) alone

@@ -256,7 +256,9 @@ class Tracker:
 
         metadata = json.loads((Path(saved_model_dir) / "metadata.json").read_text())
         if isinstance(example_input, dict):
-            contract = {"columns": {name: "number or null" for name in example_input}}
+            types = metadata.get("column_types", {})
+            contract = {"columns": {name: "text or null" if types.get(name) == "text" else "number or null"
+                                    for name in example_input}}
         else:
             contract = {"images": f"uint8 [batch, {', '.join(str(s) for s in np.shape(example_input)[1:])}]"}
         contract.update(

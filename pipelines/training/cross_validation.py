@@ -29,18 +29,30 @@ from pipelines.core.console import say
 STATISTICS = ("mean", "sd")
 
 
-def splits(y: np.ndarray, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(training indices, held-out indices) of every fold, repeat after repeat."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
+def splits(y: np.ndarray, folds: int, repeats: int, seed: int, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training indices, held-out indices) of every fold, repeat after repeat. With `groups`
+    (a label per example) holding at least `folds` groups, the folds are grouped: the examples
+    of one group (a site, a patient) are all held out together, never on both sides."""
+    from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedGroupKFold
 
+    if is_grouped(groups, folds):
+        # scikit-learn has no repeated grouped splitter: each repeat reshuffles with its own seed.
+        return [fold for repeat in range(repeats)
+                for fold in StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed + repeat).split(
+                    np.zeros(len(y)), y, groups)]
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def describe(validation, examples: int) -> str:
+def is_grouped(groups: np.ndarray | None, folds: int) -> bool:
+    return groups is not None and len(set(groups.tolist())) >= folds
+
+
+def describe(validation, examples: int, grouped: bool = False) -> str:
     """One line naming the protocol, for reports, metadata and the console."""
     repeats = f" x {validation.cv_repeats} repeats" if validation.cv_repeats > 1 else ""
-    return f"repeated stratified {validation.cv_folds}-fold cross-validation{repeats} over {examples} examples"
+    kind = "grouped stratified" if grouped else "repeated stratified"
+    return f"{kind} {validation.cv_folds}-fold cross-validation{repeats} over {examples} examples"
 
 
 def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -84,12 +96,12 @@ FoldFitter = Callable[[int, np.ndarray, np.ndarray], dict]
 
 
 def run(validation, seed: int, y: np.ndarray, fit_fold: FoldFitter, tracker=None, shown: tuple = ("accuracy",),
-        cache: Path | None = None) -> dict:
+        cache: Path | None = None, groups: np.ndarray | None = None) -> dict:
     """Cross-validate: `fit_fold` fits every model on a fold's training part and scores it on
-    the held-out part. Returns {"folds": {model: [metrics per fold]}, "summary": {model:
+    the held-out part (grouped folds with `groups`, see `splits`). Returns {"folds": {model: [metrics per fold]}, "summary": {model:
     summary}, "out_of_fold": {model: pooled predictions, "y": labels, "index": row indices},
     "seconds": [per fold], "splits": the folds}."""
-    folds = splits(y, validation.cv_folds, validation.cv_repeats, seed)
+    folds = splits(y, validation.cv_folds, validation.cv_repeats, seed, groups)
     per_model: dict[str, list] = {}
     pooled: dict[str, list] = {"y": [], "index": []}
     seconds = []

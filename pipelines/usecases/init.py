@@ -1,5 +1,6 @@
-"""`python -m pipelines init NAME --images DIR`: look at a user's data and write the use-case
-file that trains on it, commented with what was found and why each default was chosen.
+"""`python -m pipelines init NAME --images DIR` (photos; a CSV: `--table`, whose inspection is
+`pipelines.usecases.init_table`): look at a user's data and write the use-case file that trains
+on it, commented with what was found and why each default was chosen.
 
 The file is an ordinary use-case file (`pipelines.usecases.spec_file`): the user reads it, edits
 what they know better (a title, what the model is for, its limits) and runs `make train-NAME`.

@@ -18,7 +18,7 @@ from pipelines.core.domains import domain_of
 from pipelines.core.errors import UsageError
 from pipelines.core.spec import ModelConfig, Spec, _show, parse_value
 from pipelines.data import augmentation
-from pipelines.data.loaders import check_options, unused_keys
+from pipelines.data.loaders import check_options, settable_options, unused_keys
 from pipelines.modeling import builders
 from pipelines.tasks import get_task
 
@@ -47,6 +47,9 @@ def flatten(spec: Spec) -> dict[str, Any]:
                 flat[key] = value
 
     walk(spec, "")
+    for name in settable_options(spec.data.loader):  # e.g. heart's data.options.target
+        if name in spec.data.options:
+            flat[f"data.options.{name}"] = spec.data.options[name]
     return {key: value for key, value in flat.items() if key not in unused}
 
 
@@ -93,6 +96,10 @@ def validate(spec: Spec) -> None:
                 raise UsageError(f"{prefix}{f.name}={_show(value)}: must be {domain.allowed()}")
 
     walk(spec, "")
+    for name, domain in settable_options(spec.data.loader).items():
+        value = spec.data.options.get(name)
+        if value is not None and not domain.admits(value):
+            raise UsageError(f"data.options.{name}={_show(value)}: must be {domain.allowed()}")
     entry = builders.BUILDERS.get(spec.model.builder)
     if entry is None:
         raise UsageError(f"model.builder={spec.model.builder}: must be one of {', '.join(sorted(builders.BUILDERS))}")
@@ -150,6 +157,8 @@ def _split(override: str) -> tuple[str, str]:
 
 def _replace_path(obj: Any, path: str, value: Any) -> Any:
     head, _, rest = path.partition(".")
+    if isinstance(obj, dict):  # data.options.<name>
+        return {**obj, path: value}
     if isinstance(obj, ModelConfig) and head not in {f.name for f in dataclasses.fields(obj)}:
         return dataclasses.replace(obj, params={**obj.params, head: value})
     if not rest:

@@ -7,6 +7,11 @@ canonical download gives them. Every value must be a number; a cell that is not 
 
 A value of 0 for `chol` or `trestbps` is physiologically impossible and is how some sites
 (Switzerland: every `chol`) wrote "not measured": it becomes missing too.
+
+As a `Table` (`load_table`, what the small-table task reads): one group per site, the 13
+features, and the target the loader option `[data.options] target` asks for: `binary`
+(disease, `num` > 0, against none; the default) or `severity` (`num` itself, 0-4; `prepare` names
+its five classes). Which columns are numeric and which categorical codes is heart's use-case file.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.errors import PipelineError
+from pipelines.data.table_schema import Table, as_dataset
 from pipelines.data.sources import RemoteFile, locate, sha256sum
-from pipelines.data.dataset import Dataset, Split
 
+TARGETS = {"binary": 2, "severity": 5}  # loader option `target` -> how many classes it has
 FEATURES = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal")
 NUMERIC = ("age", "trestbps", "chol", "thalach", "oldpeak")
 CATEGORICAL = ("sex", "cp", "fbs", "restecg", "exang", "slope", "ca", "thal")
@@ -91,24 +97,44 @@ def targets(frame, target: str) -> np.ndarray:
     raise PipelineError(f"unknown heart target '{target}'; use binary or severity")
 
 
+SEVERITY_CLASSES = ("0 none", "1", "2", "3", "4 severe")
+
+
+def prepare(spec):
+    """The severity target has five classes; the use case's class names describe the binary one."""
+    import dataclasses
+
+    if spec.data.options.get("target") == "severity" and spec.num_classes != len(SEVERITY_CLASSES):
+        return dataclasses.replace(spec, class_names=SEVERITY_CLASSES)
+    return spec
+
+
+def load_table(spec) -> Table:
+    """The four sites as groups; `tabular.numeric`/`categorical` of the spec pick the columns."""
+    target = str(spec.data.options.get("target", "binary"))
+    if target not in TARGETS:
+        raise PipelineError(f"data.options.target={target}: must be one of {', '.join(TARGETS)}")
+    if spec.num_classes != TARGETS[target]:
+        raise PipelineError(f"data.options.target={target} has {TARGETS[target]} classes; the use case names "
+                            f"{spec.num_classes} class_names")
+    features = tuple(spec.tabular.numeric) + tuple(spec.tabular.categorical)
+    unknown = [c for c in features if c not in FEATURES]
+    if unknown:
+        raise PipelineError(f"tabular column(s) {', '.join(unknown)} are not UCI heart attributes; they are {', '.join(FEATURES)}")
+    (frames, files), origin = load_sites(spec)
+    train_groups = tuple(spec.tabular.train_groups) or tuple(frames)
+    missing = [s for s in train_groups if s not in frames]
+    if missing:
+        raise PipelineError(f"training site(s) {', '.join(missing)} not in the data; sites found: {', '.join(frames)}")
+    about = ("UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano), processed 14-attribute files, one group per "
+             "site; target " + ("disease (`num` > 0)" if target == "binary" else "`num` (0-4)") + ".",
+             "`chol` or `trestbps` of 0 are read as missing (not measured).")
+    return Table(frames={s: f[list(features)].reset_index(drop=True) for s, f in frames.items()},
+                 targets={s: targets(f, target) for s, f in frames.items()}, class_names=tuple(spec.class_names),
+                 numeric=tuple(spec.tabular.numeric), categorical=tuple(spec.tabular.categorical),
+                 train_groups=train_groups, origin=origin, files=files, about=about)
+
+
 def load(spec):
     """As a `Dataset`: train = the spec's training sites, test = every other site (external)."""
-    import pandas as pd
-
-
-    (frames, files), origin = load_sites(spec)
-    target = spec.tabular.target
-    train_sites = [s for s in spec.tabular.train_sites if s in frames]
-    others = [s for s in frames if s not in train_sites]
-    if not train_sites or not others:
-        raise PipelineError(f"need rows of the training sites {spec.tabular.train_sites} and of at least one other site")
-    train = pd.concat([frames[s] for s in train_sites], ignore_index=True)
-    test = pd.concat([frames[s] for s in others], ignore_index=True)
-    features = list(spec.tabular.numeric + spec.tabular.categorical)
-    return Dataset(
-        train=Split(train[features], targets(train, target)),
-        test=Split(test[features], targets(test, target)),
-        class_names=tuple(spec.class_names),
-        origin=origin,
-        files=files,
-    )
+    return as_dataset(load_table(spec))

@@ -4,8 +4,10 @@ model takes the raw named columns a client records (one float tensor per column,
 
 - numeric column: a missing-value indicator, then the value imputed with the training mean
   and normalised with statistics adapted on the training rows only;
-- categorical column (numeric codes): missing becomes its own code, then an `IntegerLookup`
-  one-hot over the codes seen in training, with an out-of-vocabulary bucket for any other.
+- categorical column of numeric codes: missing becomes its own code, then an `IntegerLookup`
+  one-hot over the codes seen in training, with an out-of-vocabulary bucket for any other;
+- categorical column of text (its training frame column holds strings, e.g. "red"): a string
+  input, then a `StringLookup` one-hot likewise ("" = missing is a category like any other).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from pipelines.core.domains import Range
 from pipelines.core.runtime import import_keras
+from pipelines.data.table_schema import signature_name
 
 MISSING_CODE = -2  # IntegerLookup reserves -1 for its out-of-vocabulary token
 
@@ -72,26 +75,37 @@ def build_tabular_mlp(
     dropout: Annotated[float, Range(0, 1, max_open=True)] = 0.3,
     name: str = "tabular_mlp",
 ):
-    """Adapts every statistic on `train_frame` (the training rows only); returns an
-    uncompiled model: {column: [batch] float32} -> class probabilities `[batch, num_classes]`
+    """Adapts every statistic on `train_frame` (the training rows only, raw column names); returns
+    an uncompiled model: {signature_name(column): [batch] float32 or string} -> class
+    probabilities `[batch, num_classes]`
     (for two classes, from one sigmoid unit: column 1 is P(positive))."""
     keras = import_keras()
     layers = keras.layers
     FillMissing, MissingIndicator = _layers()
-    inputs = {column: keras.Input(shape=(), dtype="float32", name=column) for column in (*numeric, *categorical)}
+    text = {column for column in categorical if train_frame[column].dtype == object}
+    # Keyed and named (in the exported signature too) by TensorFlow-safe names: `mean radius`
+    # is the input `mean_radius`; the task feeds, and serving maps, the columns by those.
+    inputs = {signature_name(column): keras.Input(shape=(), dtype="string" if column in text else "float32",
+                                                  name=signature_name(column))
+              for column in (*numeric, *categorical)}
     encoded = []
     for column in numeric:
-        value = layers.Reshape((1,), name=f"{column}_column")(inputs[column])
+        value = layers.Reshape((1,), name=f"{signature_name(column)}_column")(inputs[signature_name(column)])
         train_values = train_frame[column].to_numpy(np.float32)
         mean = float(np.nanmean(train_values)) if np.isfinite(train_values).any() else 0.0
-        normalise = layers.Normalization(name=f"{column}_normalise")
+        normalise = layers.Normalization(name=f"{signature_name(column)}_normalise")
         normalise.adapt(np.where(np.isnan(train_values), mean, train_values).reshape(-1, 1))
-        encoded.append(normalise(FillMissing(mean, name=f"{column}_impute")(value)))
-        encoded.append(MissingIndicator(name=f"{column}_missing")(value))
+        encoded.append(normalise(FillMissing(mean, name=f"{signature_name(column)}_impute")(value)))
+        encoded.append(MissingIndicator(name=f"{signature_name(column)}_missing")(value))
     for column in categorical:
-        value = layers.Reshape((1,), name=f"{column}_column")(inputs[column])
-        codes = FillMissing(MISSING_CODE, integer=True, name=f"{column}_code")(value)
-        lookup = layers.IntegerLookup(num_oov_indices=1, output_mode="one_hot", name=f"{column}_lookup")
+        if column in text:
+            lookup = layers.StringLookup(num_oov_indices=1, output_mode="one_hot", name=f"{signature_name(column)}_lookup")
+            lookup.adapt(train_frame[column].to_numpy(str).reshape(-1, 1))
+            encoded.append(lookup(layers.Reshape((1,), name=f"{signature_name(column)}_column")(inputs[signature_name(column)])))
+            continue
+        value = layers.Reshape((1,), name=f"{signature_name(column)}_column")(inputs[signature_name(column)])
+        codes = FillMissing(MISSING_CODE, integer=True, name=f"{signature_name(column)}_code")(value)
+        lookup = layers.IntegerLookup(num_oov_indices=1, output_mode="one_hot", name=f"{signature_name(column)}_lookup")
         lookup.adapt(np.nan_to_num(train_frame[column].to_numpy(np.float32), nan=MISSING_CODE).astype(np.int64).reshape(-1, 1))
         encoded.append(lookup(codes))
     x = layers.Concatenate(name="features")(encoded)
