@@ -21,6 +21,7 @@ from pipelines.modeling.test_time_augmentation import TRANSFORMS
 from pipelines.serving import serve
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
+from pipelines.serving.score import run_score
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
 from pipelines.usecases import all_specs, get_spec
@@ -38,6 +39,7 @@ VERBS_HELP = """verbs:
   sweep      train a grid of settings as child runs of one MLflow run, then compare them
   tune       search settings with Optuna on validation data (any number of workers share a study)
   serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
+  score      score a folder of images (or CSV/Parquet rows) on Spark with a registered model, to Parquet
 
 examples:
   python -m pipelines train digits --data sample
@@ -48,6 +50,7 @@ examples:
   python -m pipelines sweep skin --data sample --grid "class_weights=0,0.5 model.dropout=0.2,0.4"
   python -m pipelines tune digits --data sample --trials 8 --space "learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)"
   python -m pipelines serve digits --model models:/digits/1 --port 5001
+  python -m pipelines score digits --input photos/ --output scores.parquet --master "local[2]"
 """
 
 
@@ -155,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+
+    score = verbs.add_parser("score", help="score a backlog on Spark with a registered model (Parquet out)",
+                             description="Score every image file under a folder (Spark's binaryFile source), or every row "
+                             "of a CSV/Parquet table, with a registered model through mlflow.pyfunc.spark_udf; write "
+                             "Parquet (path or row, probabilities, label, model_version, error).")
+    score.add_argument("usecase", help="a use case name (see `list`)")
+    score.add_argument("--input", required=True, metavar="DIR|FILE", help="a folder of images, or a .csv/.parquet table (any path Spark reads)")
+    score.add_argument("--output", required=True, metavar="OUT.parquet", help="where to write the scores (a Parquet folder, replaced)")
+    score.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version> or runs:/<run>/model "
+                       "(default: models:/<usecase>@champion)")
+    score.add_argument("--master", default="local[2]", help="Spark master (default local[2]; spark://host:7077, yarn, k8s://...)")
     return parser
 
 
@@ -227,6 +241,12 @@ def run(args) -> int:
             failed = print_predictions(predict_files(model_dir, args.files, operating_point=args.operating_point),
                                        as_json=args.json, model_dir=model_dir)
         return 1 if failed else 0
+
+    if args.verb == "score":
+        get_spec(args.usecase)  # validates the name
+        configure_environment()
+        result = run_score(args.usecase, args.input, args.output, model=args.model, master=args.master)
+        return 1 if result["refused"] and not result["scored"] else 0
 
     if args.verb == "compare":
         run_compare(args.usecases, metric=args.metric, last=args.last, out_dir=args.out, log=args.log)

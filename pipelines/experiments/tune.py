@@ -35,7 +35,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
+import socket
 import threading
 import time
 import warnings
@@ -230,12 +232,18 @@ def open_storage(url: str, heartbeat: int):
         engine = {"connect_args": {"timeout": 60}}  # several workers on one file wait for its lock
     else:
         engine = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-    except Exception as exc:  # a URL it cannot read, a server not there: one line
-        raise PipelineError(f"Optuna storage {shown_url(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        except Exception as exc:  # a URL it cannot read, a server not there: one line
+            # Workers started together on a new database all create Optuna's tables; all but one
+            # collide (PostgreSQL: a unique violation on the new type): the tables exist, try again.
+            if type(exc).__name__ == "IntegrityError" and attempt < 4:
+                time.sleep(1 + attempt)
+                continue
+            raise PipelineError(f"Optuna storage {shown_url(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
 
 
 def make_sampler(name: str, seed: int, number: int, trials: int):
@@ -321,6 +329,7 @@ def claim_trial(study: Study):
         trial_id = study.storage.get_trial_id_from_study_id_trial_number(study.study_id, trial.number)
         try:
             if study.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                study.storage.record_heartbeat(trial_id)  # alive from the start, before the first beat of its thread
                 return trial_id, trial
         except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
             continue  # another worker took it (SQLite: its write lock won)
@@ -450,6 +459,7 @@ def _run_trial(spec, space: Space, study: Study, trial_id: int, frozen, metric: 
     client = mlflow_client()
     with Heartbeat(study.storage, trial_id, study.storage.get_heartbeat_interval()):
         params = {d.key: d.suggest(trial) for d in space.dimensions}
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         retried = frozen.system_attrs.get("failed_trial")
         if retried is not None and frozen.user_attrs.get("mlflow_run_id"):
             dead = frozen.user_attrs["mlflow_run_id"]  # the run of the worker that died, still RUNNING
@@ -474,6 +484,12 @@ def _run_trial(spec, space: Space, study: Study, trial_id: int, frozen, metric: 
             handle.tell(trial, state=TrialState.PRUNED)
             _tag(client, hooks.run_id, "PRUNED")
             say(f"[{spec.name}] {pruned}")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker took this one for dead (its heartbeats came late: an overloaded
+            # machine) and queued it again: that copy counts, this run does not.
+            _tag(client, hooks.run_id, "FAIL")
+            say(f"warning: [{spec.name}] trial {number} was failed by another worker (heartbeat older than the grace period "
+                f"of {2 * study.storage.get_heartbeat_interval()} s) and queued again; raise --heartbeat on a loaded machine")
         except KeyboardInterrupt:
             # Queued again now, not after the heartbeat's grace period.
             handle.tell(trial, state=TrialState.FAIL)
