@@ -136,8 +136,7 @@ def _image_rows(spark, input_path: str, contract: dict):
     shape = contract["shape"]
     decoded_type = StructType([StructField("pixels", ArrayType(IntegerType())), StructField("error", StringType())])
 
-    @pandas_udf(decoded_type)
-    def decode(paths: pd.Series, contents: pd.Series) -> pd.DataFrame:
+    def decode(paths, contents):
         pixels, errors = [], []
         for path, content in zip(paths, contents):
             try:
@@ -147,6 +146,10 @@ def _image_rows(spark, input_path: str, contract: dict):
                 pixels.append(None)
                 errors.append(str(exc))
         return pd.DataFrame({"pixels": pixels, "error": errors})
+
+    # Spark reads the kind of pandas UDF from real annotations (this module's are strings: `annotations`).
+    decode.__annotations__ = {"paths": pd.Series, "contents": pd.Series, "return": pd.DataFrame}
+    decode = pandas_udf(decode, decoded_type)
 
     files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input_path)
     decoded = files.select("path", decode("path", "content").alias("decoded"))
