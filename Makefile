@@ -122,7 +122,9 @@ mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 # with psycopg 3 (SQLAlchemy's default driver for that scheme, psycopg2, is not installed).
 # AUTH=1: MLflow's own logins (`--app-name basic-auth`), users and permissions in AUTH_BACKEND
 # (default: the same database, in its own tables); the admin user is created on first start with
-# the password in MLFLOW_AUTH_ADMIN_PASSWORD. Clients pass MLFLOW_TRACKING_USERNAME/PASSWORD.
+# the password in MLFLOW_AUTH_ADMIN_PASSWORD; the CSRF secret every server process shares is
+# MLFLOW_FLASK_SERVER_SECRET_KEY, else one generated once into AUTH_CONFIG.secret. Clients pass
+# MLFLOW_TRACKING_USERNAME/PASSWORD.
 mlflow-server: PORT ?= 5000
 mlflow-server: BACKEND ?= sqlite:///$(CURDIR)/mlflow-server.db
 mlflow-server: ARTIFACTS ?= $(CURDIR)/mlartifacts-server
@@ -138,8 +140,10 @@ mlflow-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 [PORT=5000] [BACK
 		test -n "$$MLFLOW_AUTH_ADMIN_PASSWORD" || { echo "error: AUTH=1 needs MLFLOW_AUTH_ADMIN_PASSWORD, the password of the admin user it creates" >&2; exit 2; }; \
 		umask 077; printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
 			'$(call psycopg_url,$(AUTH_BACKEND))' '$(ADMIN_USER)' > '$(AUTH_CONFIG)'; \
-		echo "logins on: clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (admin user: $(ADMIN_USER))"; fi
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(if $(AUTH),MLFLOW_AUTH_CONFIG_PATH='$(AUTH_CONFIG)') exec $(BIN)/mlflow server \
+		test -s '$(AUTH_CONFIG).secret' || $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > '$(AUTH_CONFIG).secret'; \
+		export MLFLOW_AUTH_CONFIG_PATH='$(AUTH_CONFIG)' MLFLOW_FLASK_SERVER_SECRET_KEY="$${MLFLOW_FLASK_SERVER_SECRET_KEY:-$$(cat '$(AUTH_CONFIG).secret')}"; \
+		echo "logins on: clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (admin user: $(ADMIN_USER))"; fi; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/mlflow server \
 		--backend-store-uri '$(call psycopg_url,$(BACKEND))' $(if $(AUTH),--app-name basic-auth) --serve-artifacts \
 		--artifacts-destination $(ARTIFACTS) --host 127.0.0.1 --port $(PORT) --workers $(WORKERS)
 
