@@ -80,7 +80,7 @@ def spark_session(master: str, usecase: str):
     from pyspark.sql import SparkSession
 
     builder = (SparkSession.builder.master(master).appName(f"pipelines score {usecase}")
-               .config("spark.ui.enabled", "false")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                # The model answers at most max_batch_size (1024) examples a call: Arrow batches below it.
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", "512"))
     if master.startswith("local"):
