@@ -132,20 +132,38 @@ mlflow-ui: $(STAMP) ## browse runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000
 
 # A tracking server for a team or several machines: runs log to it over HTTP and it proxies the
-# artifacts (clients need no access to ARTIFACTS). Loopback only; put a reverse proxy with
-# authentication in front of it before you open it to a network.
+# artifacts (clients need no access to ARTIFACTS). Loopback only. BACKEND=postgresql://... is read
+# with psycopg 3 (SQLAlchemy's default driver for that scheme, psycopg2, is not installed).
+# AUTH=1: MLflow's own logins (`--app-name basic-auth`), users and permissions in AUTH_BACKEND
+# (default: the same database, in its own tables); the admin user is created on first start with
+# the password in MLFLOW_AUTH_ADMIN_PASSWORD; the CSRF secret every server process shares is
+# MLFLOW_FLASK_SERVER_SECRET_KEY, else one generated once into AUTH_CONFIG.secret. Clients pass
+# MLFLOW_TRACKING_USERNAME/PASSWORD.
 mlflow-server: PORT ?= 5000
 mlflow-server: BACKEND ?= sqlite:///$(CURDIR)/mlflow-server.db
 mlflow-server: ARTIFACTS ?= $(CURDIR)/mlartifacts-server
 mlflow-server: WORKERS ?= 2
-mlflow-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 [PORT=5000] [BACKEND=sqlite:///file or postgresql://...] [ARTIFACTS=dir] [WORKERS=2]
+mlflow-server: AUTH ?=
+mlflow-server: AUTH_BACKEND ?= $(BACKEND)
+mlflow-server: AUTH_CONFIG ?= $(CURDIR)/mlflow-auth.ini
+mlflow-server: ADMIN_USER ?= admin
+psycopg_url = $(patsubst postgresql://%,postgresql+psycopg://%,$(1))
+mlflow-server: $(STAMP) ## MLflow tracking server on 127.0.0.1 [PORT=5000] [BACKEND=sqlite:///file or postgresql://...] [ARTIFACTS=dir] [WORKERS=2] [AUTH=1]
 	@echo "tracking server: export MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT) before make train-<usecase>"
-	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/mlflow server --backend-store-uri $(BACKEND) --serve-artifacts \
+	@if [ -n "$(AUTH)" ]; then \
+		test -n "$$MLFLOW_AUTH_ADMIN_PASSWORD" || { echo "error: AUTH=1 needs MLFLOW_AUTH_ADMIN_PASSWORD, the password of the admin user it creates" >&2; exit 2; }; \
+		umask 077; printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\nadmin_username = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' \
+			'$(call psycopg_url,$(AUTH_BACKEND))' '$(ADMIN_USER)' > '$(AUTH_CONFIG)'; \
+		test -s '$(AUTH_CONFIG).secret' || $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > '$(AUTH_CONFIG).secret'; \
+		export MLFLOW_AUTH_CONFIG_PATH='$(AUTH_CONFIG)' MLFLOW_FLASK_SERVER_SECRET_KEY="$${MLFLOW_FLASK_SERVER_SECRET_KEY:-$$(cat '$(AUTH_CONFIG).secret')}"; \
+		echo "logins on: clients set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (admin user: $(ADMIN_USER))"; fi; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/mlflow server \
+		--backend-store-uri '$(call psycopg_url,$(BACKEND))' $(if $(AUTH),--app-name basic-auth) --serve-artifacts \
 		--artifacts-destination $(ARTIFACTS) --host 127.0.0.1 --port $(PORT) --workers $(WORKERS)
 
 clean: ## remove run outputs (models/<usecase>/, the MLflow stores and artifacts); keeps .venv, downloads, pretrained weights
 	find models -mindepth 1 -maxdepth 1 -type d ! -name pretrained -exec rm -rf {} +
-	rm -rf mlflow.db mlartifacts mlruns mlflow-server.db mlartifacts-server
+	rm -rf mlflow.db mlartifacts mlruns mlflow-server.db mlartifacts-server models/optuna.db
 
 # --- Comparing runs and sweeps ------------------------------------------------------------
 # make compare [USECASES_TO_COMPARE="digits skin"] [METRIC=test_accuracy] [LAST=5] [OUT=dir] [LOG=1]
@@ -166,6 +184,23 @@ compare: $(STAMP) ## table of MLflow runs, best per data set marked; writes repo
 $(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP) ## a grid of child runs: SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2] [SET=...]
 	@test -n '$(SWEEP)' || { echo 'error: give the grid, e.g. make $@ SWEEP="class_weights=0,0.5 model.dropout=0.2,0.4"' >&2; exit 2; }
 	$(PIPELINES) sweep $* --grid '$(SWEEP)' $(TRAIN_ARGS)
+
+# Search: an Optuna study on validation data, trials as child runs (python -m pipelines tune). Start the
+# same command in other shells or on other hosts (STORAGE=postgresql://... shared) to add workers.
+# make tune-<usecase> TRIALS=8 [SPACE="learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)"] [STUDY=name]
+#     [STORAGE=url] [TIMEOUT=s] [DATA=sample] [EPOCHS=2] [SET="k=v ..."]
+TRIALS ?=
+SPACE ?= learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)
+STUDY ?=
+STORAGE ?=
+TIMEOUT ?=
+TUNE_ARGS = --trials $(TRIALS) --space '$(SPACE)' $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') \
+	$(if $(TIMEOUT),--timeout $(TIMEOUT))
+.PHONY: $(addprefix tune-,$(USECASES))
+
+$(addprefix tune-,$(USECASES)): tune-%: $(STAMP) ## Optuna search on validation data, best trial then scored on test: TRIALS=8 [SPACE=...] [STORAGE=url] [DATA=sample]
+	@test -n '$(TRIALS)' || { echo 'error: give the budget, e.g. make $@ TRIALS=8 [SPACE="learning_rate=log(1e-4,1e-2)"]' >&2; exit 2; }
+	$(PIPELINES) tune $* $(TUNE_ARGS) $(TRAIN_ARGS)
 
 # Serving: one model behind MLflow's scoring server (python -m pipelines serve), and its load check.
 PORT ?= 5001

@@ -23,11 +23,13 @@ from pipelines.evaluation.operating_points import check_point
 from pipelines.experiments.compare import run_compare
 from pipelines.experiments.rerun import logged_data_sha256, spec_of_run
 from pipelines.experiments.sweep import run_sweep
+from pipelines.experiments.tune import DEFAULT_HEARTBEAT, PRUNERS, SAMPLERS, run_tune
 from pipelines.export.saved_model import read_metadata
 from pipelines.modeling.builders import BUILDERS
 from pipelines.modeling.test_time_augmentation import TRANSFORMS
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
+from pipelines.serving.score import run_score
 from pipelines.serving.serve import serve
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
@@ -46,7 +48,9 @@ VERBS_HELP = """verbs:
   promote    make a registered version the champion (what predict, evaluate and serve use)
   compare    a table of MLflow runs across use cases, best per data set marked (CSV, Markdown, PNG)
   sweep      train a grid of settings as child runs of one MLflow run, then compare them
+  tune       search settings with Optuna on validation data (any number of workers share a study)
   serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
+  score      score a folder of images (or CSV/Parquet rows) on Spark with a registered model, to Parquet
 
 examples:
   python -m pipelines init grapes --images ~/photos/grapes                # then: make train-grapes
@@ -57,7 +61,9 @@ examples:
   python -m pipelines predict digits --model models:/digits/3 my_digit.png
   python -m pipelines compare digits skin --last 5
   python -m pipelines sweep skin --data sample --grid "class_weights=0,0.5 model.dropout=0.2,0.4"
+  python -m pipelines tune digits --data sample --trials 8 --space "learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)"
   python -m pipelines serve digits --model models:/digits/1 --port 5001
+  python -m pipelines score digits --input photos/ --output scores.parquet --master "local[2]"
 """
 
 
@@ -149,6 +155,26 @@ def build_parser() -> argparse.ArgumentParser:
                             'a tuple value in brackets: "model.stages=[32,64],[48,96]"')
     sweep.add_argument("--out", metavar="DIR", help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
 
+    tune = verbs.add_parser("tune", help="search settings with Optuna, trials as nested MLflow runs",
+                            description="Search settings with Optuna on validation data, each trial a child run of one MLflow "
+                            "parent run; the best trial is then trained once more and scored on the test split. Start the "
+                            "same command in other processes or on other hosts (with a shared --storage) to add workers.")
+    _add_spec_arguments(tune)
+    tune.add_argument("--space", required=True, metavar="SPACE",
+                      help='space-separated KEY=KIND(...): float(a,b), log(a,b), int(a,b), choice(v1,v2,...), e.g. '
+                           '"learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5) batch_size=choice(64,128,256)"')
+    tune.add_argument("--trials", type=int, required=True, metavar="N", help="the study's budget: N trials in all, over every worker")
+    tune.add_argument("--study", metavar="NAME", help="the study's name (default: <usecase>-<hash of settings and space>)")
+    tune.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by the workers (default: sqlite:///models/optuna.db; "
+                      "postgresql+psycopg://user:password@host:port/db for several hosts)")
+    tune.add_argument("--timeout", type=float, metavar="S", help="this worker takes no new trial after S seconds")
+    tune.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe")
+    tune.add_argument("--pruner", choices=PRUNERS, default="median", help="stops poor trials on the per-epoch validation metric (default median)")
+    tune.add_argument("--seed", type=int, help="sampler seed; trial n samples with seed+n (default: the spec's train.seed)")
+    tune.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT, metavar="S",
+                      help=f"seconds between a trial's heartbeats; a trial silent for 2*S is failed and queued again (default {DEFAULT_HEARTBEAT})")
+    tune.add_argument("--out", metavar="DIR", help="where to write the trials' comparison and plots (default: reports/tunes/<study>/)")
+
     serve = verbs.add_parser("serve", help="serve a model over REST (MLflow scoring server)")
     serve.add_argument("usecase", help="a use case name (see `list`)")
     serve.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version>, runs:/<run>/model "
@@ -157,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+
+    score = verbs.add_parser("score", help="score a backlog on Spark with a registered model (Parquet out)",
+                             description="Score every image file under a folder (Spark's binaryFile source), or every row "
+                             "of a CSV/Parquet table, with a registered model through mlflow.pyfunc.spark_udf; write "
+                             "Parquet (path or row, probabilities, label, model_version, error).")
+    score.add_argument("usecase", help="a use case name (see `list`)")
+    score.add_argument("--input", required=True, metavar="DIR|FILE", help="a folder of images, or a .csv/.parquet table (any path Spark reads)")
+    score.add_argument("--output", required=True, metavar="OUT.parquet", help="where to write the scores (a Parquet folder, replaced)")
+    score.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version> or runs:/<run>/model "
+                       "(default: models:/<usecase>@champion)")
+    score.add_argument("--master", default="local[2]", help="Spark master (default local[2]; spark://host:7077, yarn, k8s://...)")
     return parser
 
 
@@ -255,6 +292,12 @@ def run(args) -> int:
                                        as_json=args.json, model_dir=model_dir)
         return 1 if failed else 0
 
+    if args.verb == "score":
+        get_spec(args.usecase)  # validates the name
+        configure_environment()
+        result = run_score(args.usecase, args.input, args.output, model=args.model, master=args.master)
+        return 1 if result["refused"] and not result["scored"] else 0
+
     if args.verb == "compare":
         run_compare(args.usecases, metric=args.metric, last=args.last, out_dir=args.out, log=args.log)
         return 0
@@ -280,6 +323,9 @@ def run(args) -> int:
         pipeline.run_export(spec, checkpoint=args.checkpoint)
     elif args.verb == "sweep":
         run_sweep(spec, args.grid, out_dir=args.out)
+    elif args.verb == "tune":
+        run_tune(spec, args.space, args.trials, study_name=args.study, storage_url=args.storage, sampler=args.sampler,
+                 pruner=args.pruner, seed=args.seed, timeout=args.timeout, heartbeat=args.heartbeat, out_dir=args.out)
     return 0
 
 

@@ -40,10 +40,16 @@ from pipelines.usecases import get_spec
 from pipelines.usecases.settings import apply_overrides, flatten
 
 
-def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None) -> dict:
+def run_train(spec, run_name: str | None = None, tags: dict | None = None, expected_data_sha256: str | None = None,
+              trial=None) -> dict:
     """Train `spec` under its task's protocol inside one MLflow run, then export, verify,
     register and gate the model. `tags` go on the run from its start (a sweep marks its
-    children with them); `expected_data_sha256` refuses other data (a re-run of a run)."""
+    children with them); `expected_data_sha256` refuses other data (a re-run of a run).
+
+    `trial` (a search's trial, `pipelines.experiments.tune`) makes it a selection run: fitted
+    and scored on validation data only (`Task.selection_metric`), its `started(run_id)` and
+    `epoch_end(epoch, logs)` called as it goes; no test score, checkpoint, export or
+    registration, and no resumable backup (a trial a dead worker left is rerun by Optuna)."""
 
     task = get_task(spec.task)
     spec = task.prepare(spec)
@@ -58,7 +64,7 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     if cluster is not None and not cluster.is_chief:
         return _train_as_worker(spec, loaded, cluster)
     # A multi-process run is not resumable: the other processes would start from scratch.
-    resume = fit.ResumeState(spec) if task.resumable and cluster is None else None
+    resume = fit.ResumeState(spec) if task.resumable and cluster is None and trial is None else None
     pending = resume.pending_run_id() if resume else None
     if pending:
         say(f"[{spec.name}] resuming interrupted MLflow run {pending} from its last completed epoch")
@@ -66,7 +72,11 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
     with Tracker(spec.name, run_name=run_name, resume_run_id=pending, tags=tags) as tracker, tempfile.TemporaryDirectory() as scratch:
         if resume:
             resume.remember(tracker.run_id)
+        if trial is not None:
+            trial.started(tracker.run_id)
+            tracker.epoch_hooks.append(trial.epoch_end)
         out = Path(scratch)
+        selection_metric = task.selection_metric(spec)
         commit = git_commit()
         tracker.log_params({**flatten(spec), **loaded.sizes})
         tracker.log_dict(spec.to_dict(), "spec.json")
@@ -74,15 +84,23 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
         log_data_checks(tracker, found)
         if getattr(loaded.data, "skipped", None):  # unreadable images the use case said to skip (on_corrupt = "skip")
             tracker.log_dict({"skipped": loaded.data.skipped}, "data_skipped_files.json")
-        # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean).
+        # `ranking_metric`: what the gate and `compare` rank this run by (a cross-validated image run: the CV mean);
+        # a trial has no test score and is ranked by its selection metric, on validation data.
+        # `selection_metric`: what a sweep or a search chooses settings by (never the test split).
         tracker.set_tags({"usecase": spec.name, "data_source": loaded.origin, "data_sha256": loaded.sha256,
-                          "git_commit": commit, "verb": "train", "ranking_metric": spec.ranking_metric, **package_versions()})
+                          "git_commit": commit, "verb": "train", "selection_metric": selection_metric,
+                          "ranking_metric": selection_metric if trial is not None else spec.ranking_metric, **package_versions()})
 
         fitted = task.fit(spec, loaded, tracker, resume)
         if cluster is not None:
             say(f"[{spec.name}] {cluster.name}: weights sha256 {fitted.extra.get('weights_sha256')}")
         tracker.log_metrics({"fit_seconds": fitted.fit_seconds,
                              "train_examples_per_second": fitted.examples_seen / max(fitted.fit_seconds, 1e-9)})
+        selection = task.validation_metrics(spec, loaded, fitted)
+        if selection:
+            tracker.log_metrics(selection)
+        if trial is not None:
+            return _end_trial(spec, task, loaded, fitted, tracker, out, selection, selection_metric)
         provenance = {"usecase": spec.name, "title": spec.title, "task": spec.task, "class_names": list(spec.class_names),
                       "output": "probabilities [batch, num_classes] in the order of class_names",
                       "mlflow_run_id": tracker.run_id, "git_commit": commit, "data_origin": loaded.origin,
@@ -162,6 +180,23 @@ def log_data_checks(tracker, found) -> None:
     tracker.log_table({"class": classes, **{split: [counts[c] for c in classes] for split, counts in found.class_counts.items()}},
                       "data_checks/class_counts.json")
     tracker.log_metrics(found.metrics())
+
+
+def _end_trial(spec, task, loaded, fitted, tracker, out, selection: dict, metric: str) -> dict:
+    """A trial's result: its selection metric. Where the task validates by cross-validation its
+    evaluation is the validation (the test-like parts were left out by `Task.for_selection`)."""
+    if not selection:
+        evaluation = task.evaluate(spec, loaded, fitted, tracker, out)
+        for path, folder in evaluation.files:
+            tracker.log_artifact(path, folder)
+        tracker.log_metrics(evaluation.metrics)
+        selection = evaluation.metrics
+    if metric not in selection:
+        raise PipelineError(f"{spec.name} has no validation data to choose settings by ({metric} was not measured): "
+                            "set data.val_fraction above 0, or validation.cv_folds")
+    say(f"[{spec.name}] {metric} {selection[metric]:.4f} (validation data; the test split is not scored for a trial)")
+    return {"run_id": tracker.run_id, "selection_metric": metric, "value": float(selection[metric]),
+            "epochs_run": fitted.epochs_run, "fit_seconds": fitted.fit_seconds}
 
 
 def package_versions() -> dict:

@@ -119,6 +119,8 @@ def test_each_point_is_a_finished_child_of_one_parent(swept):
     # The children's comparison: printed, written, and on the parent run.
     table = swept["result"]["comparison"].table
     assert len(table) == 2 and table["best"].sum() == 1 and swept["result"]["comparison"].params == ["model.dropout"]
+    # Ranked on validation data, not on the test split the points would otherwise be chosen by.
+    assert set(table["ranking_metric"]) == {"validation_accuracy"} and all("validation_accuracy" in r.data.metrics for r in runs)
     assert (swept["root"] / "report" / "comparison.csv").is_file()
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")} == {
         "comparison/comparison.csv", "comparison/comparison.md", "comparison/comparison.png"}

@@ -44,16 +44,24 @@ MAX_PIXELS = 64_000_000
 FITS = ("resize", "pad", "crop")
 
 
-def read_image(path: Path, input_shape: tuple, fit: str = "resize") -> np.ndarray:
+def read_image_bytes(data: bytes, input_shape: tuple, name: str, fit: str = "resize") -> np.ndarray:
+    """`read_image` of a file's bytes (Spark's `binaryFile` rows), errors naming the file `name`."""
+    import io
+
+    return read_image(io.BytesIO(data), input_shape, fit, name=name)
+
+
+def read_image(path, input_shape: tuple, fit: str = "resize", name: str | None = None) -> np.ndarray:
     """A uint8 array of `input_shape`; raises PipelineError naming the file if it is not an
-    image, or one too large to decode safely. `fit`: resize, pad or crop (see above)."""
+    image, or one too large to decode safely. `fit`: resize, pad or crop (see above). `path`
+    may be an open binary file, with `name` to show in errors."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     if fit not in FITS:
         raise PipelineError(f"image fit '{fit}' is not one of {', '.join(FITS)}")
-
+    shown = name or path
     height, width = input_shape[:2]
     mode = "L" if len(input_shape) == 2 else "RGB"
     try:
@@ -62,19 +70,19 @@ def read_image(path: Path, input_shape: tuple, fit: str = "resize") -> np.ndarra
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:  # the header is read, no pixel yet
-                    raise _too_large(path, f"{image.width:,} x {image.height:,} pixels", MAX_PIXELS)
+                    raise _too_large(shown, f"{image.width:,} x {image.height:,} pixels", MAX_PIXELS)
                 converted = _fitted(_to_mode(image, mode), (width, height), fit)
     except PipelineError:
         raise
     except FileNotFoundError:
-        raise PipelineError(f"{path}: no such file") from None
+        raise PipelineError(f"{shown}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow checked the header first (its limit is the larger one): say it in the same words.
         found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
         what, limit = (f"{int(found[1]):,} pixels", int(found[2])) if found else ("the image", Image.MAX_IMAGE_PIXELS)
-        raise _too_large(path, what, limit) from None
+        raise _too_large(shown, what, limit) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise PipelineError(f"{path}: not a readable image ({type(exc).__name__}); use PNG or JPEG") from None
+        raise PipelineError(f"{shown}: not a readable image ({type(exc).__name__}); use PNG or JPEG") from None
     return np.asarray(converted, dtype=np.uint8).reshape(input_shape)
 
 

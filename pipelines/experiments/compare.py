@@ -40,6 +40,8 @@ SHORT_NAMES = {
     "cv_balanced_accuracy_mean": "cv_bal_acc", "cv_macro_auc_ovr_mean": "cv_auc",
     "fit_seconds": "fit_s", "examples_per_second": "ex/s",
     "test_balanced_point_balanced_accuracy": "bal_acc@bal",  # skin's ranking metric (pipelines/evaluation/operating_points.py)
+    # What sweeps and tuning trials are ranked by (`Task.selection_metric`): the same metrics on validation data.
+    "validation_accuracy": "val_acc", "validation_balanced_point_balanced_accuracy": "val_bal_acc@bal",
 }
 TERMINAL_WIDTH = 100
 CELL_WIDTH = 14  # a wider cell (a path, a long tuple) is trimmed with "~"
@@ -73,7 +75,8 @@ class Comparison:
                 notes.append(f"{usecase}: runs on {len(datasets)} data sets are ranked separately, never against each other")
             metrics = list(dict.fromkeys(rows["ranking_metric"]))
             if len(metrics) > 1:
-                notes.append(f"{usecase}: runs ranked by {' and by '.join(metrics)} (cross-validated or held out) are ranked separately")
+                notes.append(f"{usecase}: runs ranked by {' and by '.join(metrics)} (cross-validated, validation or test data) "
+                             "are ranked separately")
         return notes
 
 

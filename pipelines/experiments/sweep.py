@@ -13,8 +13,9 @@ keys. Running it again reopens the same parent run and skips every point whose c
 FINISHED; an interrupted point resumes from its backup (`train`'s resume mechanism) or is
 rerun. Adding values to a key continues the same sweep with the new points only.
 
-Only grids are built in. The loop (`run_points`) takes any iterable of `Point`s, so a search
-library (Optuna, ...) can later be another point source beside `Grid` without touching it.
+Points are ranked by the use case's ranking metric on validation data (`Task.selection_metric`,
+e.g. `validation_accuracy`; the cross-validated mean where the task cross-validates), never by
+the test split. A search over ranges, on many workers, is `tune` (pipelines/experiments/tune.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipelines.core import paths
 from pipelines.core.errors import UsageError
 from pipelines.experiments.compare import build_comparison, render_terminal, write_outputs
 from pipelines.pipeline import run_train, say
+from pipelines.tasks import get_task
 from pipelines.tracking.tracker import Tracker, configured_mlflow, git_commit, tracking_uri
 from pipelines.usecases.settings import apply_overrides, flatten, resolve_key
 
@@ -194,7 +196,11 @@ def run_points(spec, points: Iterable[Point], identity: str, description: str, o
                 continue
             say(f"[{spec.name}] point {number}/{len(points)} {point.label}")
             run_train(point.spec, run_name=point.label, tags={"sweep_id": identity, "sweep_point": point.key})
-        comparison = build_comparison([spec.name], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
+        # Points are ranked on validation data (`Task.selection_metric`), never on the test split:
+        # choosing by test would make every test figure of the chosen point optimistic.
+        task = get_task(spec.task)
+        selection = task.selection_metric(task.prepare(spec))
+        comparison = build_comparison([spec.name], metric=selection, filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
         print()
         print(render_terminal(comparison))
         folder = Path(out_dir) if out_dir else paths.reports_root() / "sweeps" / f"{spec.name}-{identity}"

@@ -121,7 +121,7 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
 
     def _image_batch(self, model_input):
         if isinstance(model_input, pd.DataFrame):
-            raise bad_request('send images as nested lists of uint8 under "inputs" or "instances", not as a table')
+            model_input = self._images_from_table(model_input)
         if isinstance(model_input, dict):
             if len(model_input) != 1:
                 raise bad_request(f'expected one image tensor, got named inputs {sorted(model_input)}')
@@ -148,6 +148,19 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         if images.min() < 0 or images.max() > 255:
             raise bad_request(f"pixel values outside uint8 (0-255): min {images.min()}, max {images.max()}")
         return {self.input_name: images.astype(np.uint8)}
+
+    def _images_from_table(self, table: pd.DataFrame) -> np.ndarray:
+        """A table of one column whose cells are flat uint8 pixel arrays: how `mlflow.pyfunc.spark_udf`
+        hands over a Spark column of decoded images (`python -m pipelines score`)."""
+        size = int(np.prod(self.image_shape))
+        refused = ('send images as nested lists of uint8 under "inputs" or "instances", not as a table '
+                   f"(a table takes one column of flat arrays of {size} pixels, as Spark sends them)")
+        if len(table.columns) != 1 or not len(table):
+            raise bad_request(refused)
+        cells = [np.asarray(cell) for cell in table.iloc[:, 0]]
+        if any(cell.ndim != 1 or cell.shape[0] != size for cell in cells):
+            raise bad_request(refused)
+        return np.stack(cells).reshape((len(cells), *self.image_shape))
 
     # Tables
 

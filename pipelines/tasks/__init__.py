@@ -86,6 +86,23 @@ class Task(ABC):
         """The spec as the task runs it (e.g. class names that follow from a setting)."""
         return spec
 
+    # --- choosing settings (`tune`, `sweep`) without looking at the test data ------------------
+
+    def selection_metric(self, spec) -> str:
+        """The MLflow metric that settings are chosen by: the ranking metric measured on data the
+        test split never enters (validation data, or the cross-validated mean). Choosing by the
+        test split would leak it into every figure reported on it. `spec` is prepared."""
+        return spec.ranking_metric
+
+    def validation_metrics(self, spec, loaded: Loaded, fitted: Fitted) -> dict:
+        """The selection metrics of a fitted model on validation data (`validation_*`), or {} when
+        the task's own evaluation is already on held-out folds (cross-validation)."""
+        return {}
+
+    def for_selection(self, spec):
+        """The spec as one trial of a search runs it: nothing that scores test-like data."""
+        return spec
+
     @abstractmethod
     def load(self, spec) -> Loaded:
         raise NotImplementedError

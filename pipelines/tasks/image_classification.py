@@ -76,6 +76,28 @@ class ImageClassification(Task):
             spec = dataclasses.replace(spec, ranking_metric=ranking_metric(spec.ranking_metric))
         return spec
 
+    def selection_metric(self, spec) -> str:
+        # Cross-validated: the ranking metric already is the CV mean (prepare() made it so).
+        return spec.ranking_metric if cross_validated(spec) else "validation_" + spec.ranking_metric.removeprefix("test_")
+
+    def validation_metrics(self, spec, loaded: Loaded, fitted: Fitted) -> dict:
+        """The test metrics' names and computations on the validation split instead: `test_accuracy`
+        becomes `validation_accuracy`, `test_balanced_point_balanced_accuracy` becomes
+        `validation_balanced_point_balanced_accuracy` (its tau is chosen on the same validation
+        images, a mild optimism shared by every trial alike)."""
+        dataset = loaded.data
+        if cross_validated(spec) or dataset.val is None or not len(dataset.val):
+            return {}
+        val = dataset.val
+        probabilities = predict_probabilities(fitted.model, val.x)
+        report = classification_report(val.y, probabilities, spec.class_names)
+        points, _ = operating_points.choose(spec.class_names, dataset.train.y, (val.y, probabilities), spec.operating_point)
+        section = operating_points.report_section(points, spec.class_names, val.y, probabilities, spec.priority_classes)
+        measured = {f"validation_{k}": v for k, v in headline(report).items()}
+        measured.update({"validation_" + k.removeprefix("test_"): v for k, v in operating_points.metrics(section).items()
+                         if k.startswith("test_")})
+        return measured
+
     def load(self, spec) -> Loaded:
         if cross_validated(spec):
             return _load_pooled(spec)

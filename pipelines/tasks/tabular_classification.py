@@ -303,6 +303,10 @@ class TabularClassification(Task):
     def prepare(self, spec):
         return prepare_table_spec(spec)
 
+    def for_selection(self, spec):
+        # The other sites are this task's test data: a trial is judged by the CV on the training sites alone.
+        return dataclasses.replace(spec, tabular=dataclasses.replace(spec.tabular, external_validation=False))
+
     def load(self, spec) -> Loaded:
         import hashlib
 

@@ -134,6 +134,9 @@ class Tracker:
         self.tags = {k: str(v) for k, v in (tags or {}).items()} or None  # set when the run starts (or resumes)
         self.run = None
         self.journal: Journal | None = None
+        # Called as hook(epoch, logs) after each epoch is logged: a tuning trial reports its
+        # validation metric to Optuna here, and may stop the fit (a pruned trial).
+        self.epoch_hooks: list = []
 
     def _open_experiment(self, uri: str) -> None:
         if self.mlflow.get_experiment_by_name(self.experiment) is None:
@@ -149,7 +152,10 @@ class Tracker:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        # An exception may name the run's end itself: a pruned tuning trial was stopped on
+        # purpose (KILLED), not broken (FAILED).
+        status = "FINISHED" if exc_type is None else getattr(exc, "run_status", None) or (
+            "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
         if status == "FAILED":  # why, on the run itself: the console may be long gone
             reason = f"{exc_type.__name__}: {exc}"[:5000]
             self._send("tags", lambda: self.mlflow.set_tag("failure", reason), values={"failure": reason})
@@ -298,5 +304,7 @@ class Tracker:
                 optimizer = self.model.optimizer
                 metrics["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
                 tracker.log_metrics(metrics, step=epoch)
+                for hook in tracker.epoch_hooks:
+                    hook(epoch, metrics)
 
         return MlflowEpochLogger()

@@ -66,6 +66,18 @@ def resolve_key(spec: Spec, key: str) -> str:
     raise UsageError(f"unknown --set key '{key}' for {spec.name}; valid keys: {', '.join(sorted(keys))}")
 
 
+def domain_of_key(spec: Spec, path: str):
+    """The declared domain (Range/OneOf) of a resolved key, or None where it declares none:
+    a search space is checked against it before any trial runs."""
+    head, _, name = path.rpartition(".")
+    if head == "model" and name in spec.model.params:
+        return domain_of(builders.get_builder(spec.model.builder), name)
+    owner = spec
+    for part in filter(None, head.split(".")):
+        owner = getattr(owner, part)
+    return domain_of(type(owner), name)
+
+
 def apply_overrides(spec: Spec, overrides: list[str] | dict[str, Any]) -> Spec:
     """Return a copy of `spec` with `key=value` overrides applied (strings parsed to the field's type)."""
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
