@@ -131,7 +131,8 @@ class ImageClassification(Task):
         tracker.log_artifact(path, "explanations")
 
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
-        common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views, **loaded.sizes,
+        common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views,
+                  "test_time_augmentation": list(spec.model.test_time_augmentation), **loaded.sizes,
                   "val_origin": loaded.data.val_origin, "epochs_run": fitted.epochs_run,
                   "operating_points": OperatingPoints.from_metadata(evaluation.report).as_metadata()}
         if cross_validated(spec):
