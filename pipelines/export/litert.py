@@ -71,18 +71,21 @@ def unsupported(message: str) -> str:
     take, from its multi-line MLIR error; the first line of it when nothing is recognised."""
     ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", message)))
     ops += sorted(set(re.findall(r"Quantization not yet supported for op: '?([A-Za-z0-9_.]+)", message)) - set(ops))
-    # MLIR locations read like loc(fused["MatrixDeterminant:", "StatefulPartitionedCall/model/determinant/MatrixDeterminant@__inference_..."]):
-    # the path element before the op is the Keras layer (a bare node name, e.g. "hash_table", is kept as it is).
+    # MLIR locations read like fused["MatrixDeterminant:", "functional_1/determinant_1/MatrixDeterminant@__inference_..."]:
+    # the name scope before the op is the Keras model and layer that made it (a bare node name,
+    # such as "hash_table", is kept as it is).
     layers = []
-    for node in re.findall(r'loc\(fused\["[^"]*", "([^"]+)"', message):
+    for op, node in re.findall(r'fused\["([A-Za-z0-9_]+):", "([^"]+)"', message):
+        if f"tf.{op}" not in ops and op not in ops:
+            continue  # a call site around the op (StatefulPartitionedCall), not the op
         parts = node.split("@")[0].split("/")
-        layer = parts[-2] if len(parts) > 1 else parts[0]
+        layer = "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
         if layer not in layers:
             layers.append(layer)
     if not ops:
         first = next((line.strip() for line in message.splitlines() if line.strip()), "unknown converter error")
         return first[:300]
-    where = f" (layer {', '.join(layers[:5])})" if layers else ""
+    where = f" (at {', '.join(layers[:5])}{', ...' if len(layers) > 5 else ''})" if layers else ""
     return (f"the model needs {', '.join(ops)}{where}, which LiteRT's built-in int8/float kernels lack; embedding TensorFlow "
             "ops (SELECT_TF_OPS) is not done, a device runtime would not have them: replace that layer")
 

@@ -14,6 +14,7 @@ device-side predictor call.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ def convert(saved_model_dir: Path, input_shape: tuple) -> bytes:
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / FILE_NAME
         try:
-            with _quiet_stderr():  # tf2onnx logs every rewrite pass
+            with _quiet_stderr(), warnings.catch_warnings():  # tf2onnx logs every rewrite pass
+                warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # tf2onnx 1.17 on NumPy 2
                 model.export(str(target), format="onnx", verbose=False)
         except Exception as exc:  # tf2onnx raises plain exceptions naming the op it lacks
             first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
