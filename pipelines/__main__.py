@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+    serve.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                       help="savedmodel (default), or the version's verified litert (int8) or onnx file, made by `export --format`")
     return parser
 
 
@@ -196,7 +198,7 @@ def run(args) -> int:
     if args.verb == "list":
         return cmd_list()
     if args.verb == "serve":
-        serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
+        serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point, fmt=args.format,
               **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
