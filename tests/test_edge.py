@@ -132,6 +132,27 @@ def test_unreadable_file_and_wrong_usecase_are_one_line(exported, tmp_path):
     assert result.returncode == 1 and result.stderr.strip() == f"error: {model} is a 'digits' model, not 'clothing'"
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_serve_format_puts_the_verified_file_behind_the_same_mlflow_model(exported, monkeypatch, fmt):
+    """What `serve --format` hands to MLflow's scoring server, loaded as the server loads it
+    (without HTTP: tests/test_serve.py covers the server): same answers, same refusals."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.data.loaders import load_dataset
+    from pipelines.serving.serve import edge_serving_model
+
+    for name, value in exported["env"].items():
+        monkeypatch.setenv(name, value)
+    folder = exported["folder"]
+    served = mlflow.pyfunc.load_model(edge_serving_model("digits", str(folder), fmt))
+    images = load_dataset(exported["spec"]).test.x[:8]
+    expected = edge.run_file(folder / fmt / ("model.onnx" if fmt == "onnx" else "model_int8.tflite"), images).argmax(axis=1)
+    assert [record["label"] for record in served.predict(images.tolist())] == [str(i) for i in expected]
+    with pytest.raises(MlflowException, match="got floats"):
+        served.predict((images / 255.0).tolist())
+
+
 def test_table_models_are_refused_before_any_work_saying_why(tmp_path):
     metadata = {"usecase": "heart", "columns": ["age", "sex"]}
     with pytest.raises(PipelineError, match="HashTableV2.*SELECT_TF_OPS.*make serve-heart"):
