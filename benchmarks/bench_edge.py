@@ -184,6 +184,8 @@ def main() -> int:
     if arguments.data_dir and len(arguments.usecases) != 1:
         parser.error("--data-dir names the data of one use case: give --usecases with one name")
     models_root = arguments.models_root.resolve()
+    sys.path.insert(0, str(REPO))
+    from pipelines.export.edge import view_transforms
 
     rows = []
     for usecase in arguments.usecases:
@@ -195,7 +197,7 @@ def main() -> int:
         common = ["--usecase", usecase, "--model-dir", str(model_dir), "--calls", str(arguments.calls)]
         saved = in_fresh_process(models_root, *common)
         rows.append({"usecase": usecase, "file": "SavedModel (variables)", "bytes": variables, "data": data_dir or "sample",
-                     "views": 2 ** len(metadata.get("test_time_augmentation", [])), **saved})
+                     "views": 2 ** len(view_transforms(metadata)), **saved})
         for label, relative in FILES:
             fmt = relative.split("/")[0]
             if conversions[fmt]["returncode"]:

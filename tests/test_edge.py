@@ -20,7 +20,8 @@ from conftest import REPO, run_cli, trained_once
 from pipelines.core.errors import PipelineError
 from pipelines.export import edge
 
-FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 2000}
+# `train` makes the LiteRT files itself (export.formats); the ONNX file comes from the export verb's function.
+FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 2000, "export.formats": ("litert",)}
 # In the child, importing these fails (`sys.modules[name] = None`): what a device without them sees.
 # The project's predict verb may use the rest of the stack, never TensorFlow or Keras (which loads it);
 # the device script needs NumPy, Pillow and the runtime alone.
@@ -37,12 +38,13 @@ def run_without(blocked: tuple, module: str, *arguments: str, env: dict, cwd: Pa
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A trained digits version with both formats exported by the CLI verb's own function."""
+    """A trained digits version: LiteRT made by `train`, ONNX by the export verb's own function."""
     with trained_once(tmp_path_factory, "digits", FAST) as run:
         from pipelines.pipeline import run_export_formats
 
         folder = Path(run["summary"]["exported_to"])
-        run["formats"] = run_export_formats(run["spec"], ("litert", "onnx"), model=str(folder))
+        assert set(run["summary"]["formats"]) == {"litert"}, run["summary"]
+        run["formats"] = run_export_formats(run["spec"], ("onnx",), model=str(folder))
         run["folder"] = folder
         yield run
 
@@ -168,11 +170,14 @@ def test_export_verb_refuses_mixed_options_in_one_line():
     assert result.returncode == 2 and "--format litert or onnx" in result.stderr
 
 
+# Trained enough to be worth converting: an undertrained model's near-uniform probabilities flip
+# argmax under int8 rounding, and the gate rightly refuses it (measured: clothing after 1 epoch on
+# 2,000 images, accuracy 0.65, agreed on 98.6%; cucumber at chance level on 59.6%).
 @pytest.mark.slow
 @pytest.mark.parametrize("usecase,overrides", [
-    ("clothing", {"train.epochs": 1, "data.train_limit": 2000}),  # 2 mirror views in the graph
-    ("skin", {"train.epochs": 2}),  # 8 views
-    ("cucumber", {"train.epochs": 2, "train.fine_tune_epochs": 0, "validation.cv_folds": 0}),
+    ("clothing", {"train.epochs": 3}),  # 2 mirror views in the graph
+    ("skin", {"train.epochs": 2}),  # 8 views (passed at 2 epochs)
+    ("cucumber", {"train.epochs": 6, "train.fine_tune_epochs": 4, "validation.cv_folds": 0}),  # `make demo`'s schedule
 ])
 def test_every_image_usecase_converts_with_its_views(tmp_path_factory, usecase, overrides):
     with trained_once(tmp_path_factory, usecase, {"data.source": "sample", "export.formats": ("litert", "onnx"), **overrides}) as run:

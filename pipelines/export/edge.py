@@ -176,9 +176,22 @@ def _describe(model_dir: Path, fmt: str, entry: dict) -> None:
         _write_atomically(card, text)
 
 
+def view_transforms(metadata: dict) -> list:
+    """The test-time views inside the exported graph: recorded by the run, else (a version
+    exported before they were recorded) the use case's own."""
+    if "test_time_augmentation" in metadata:
+        return list(metadata["test_time_augmentation"])
+    from pipelines.usecases import get_spec
+
+    try:
+        return list(get_spec(metadata.get("usecase")).model.test_time_augmentation)
+    except PipelineError:
+        return []
+
+
 def card_section(metadata: dict) -> str:
     """The model card's table of what this version ships as, each file with its verification."""
-    transforms = metadata.get("test_time_augmentation") or []
+    transforms = view_transforms(metadata)
     views = f"the mean over {2 ** len(transforms)} test-time views ({', '.join(transforms)})" if transforms else "one network pass"
     lines = [CARD_SECTION, "", f"Each file takes the same uint8 `[batch, {', '.join(map(str, metadata['input_shape']))}]` input and "
              f"answers the same probabilities as the SavedModel, {views} inside the graph as in the SavedModel "
