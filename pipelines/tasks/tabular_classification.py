@@ -264,6 +264,7 @@ _IMAGE_ONLY_KEYS = frozenset({
     "train.precision", "train.early_stopping_patience", "train.fine_tune_epochs",
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
     "operating_point",  # a binary model has its decision threshold instead
+    "export.formats",  # LiteRT / ONNX: its lookups are TensorFlow hash tables (pipelines/export/edge.py)
 })
 
 
