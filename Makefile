@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-edge bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -125,6 +125,9 @@ bench-image-folder: $(STAMP) ## photo folders: peak memory of loading + one epoc
 bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clothing/cucumber samples, on the GPU if any [EPOCHS=3]
 	$(BIN)/python benchmarks/bench_gpu.py $(if $(EPOCHS),--epochs $(EPOCHS))
 
+bench-edge: $(STAMP) ## LiteRT int8/float16 and ONNX vs the SavedModel per image use case: size, batch-1 p50/p99 (1, 2 threads), batch 64, agreement on the full test data [EDGE_USECASES=digits]
+	$(BIN)/python benchmarks/bench_edge.py $(if $(EDGE_USECASES),--usecases $(EDGE_USECASES)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
 bench-serve-local: $(STAMP) ## each use case's SavedModel in-process: p50/p99 at batch 1, batch-256 throughput, cold start
 	$(BIN)/python benchmarks/bench_inference.py
 
@@ -202,18 +205,30 @@ $(addprefix tune-,$(USECASES)): tune-%: $(STAMP) ## Optuna search on validation 
 	@test -n '$(TRIALS)' || { echo 'error: give the budget, e.g. make $@ TRIALS=8 [SPACE="learning_rate=log(1e-4,1e-2)"]' >&2; exit 2; }
 	$(PIPELINES) tune $* $(TUNE_ARGS) $(TRAIN_ARGS)
 
+# Exports beside a published version: make export-digits FORMAT=litert [MODEL=models:/digits/3 or models/digits/3] [DATA=sample] [DATA_DIR=dir]
+FORMAT ?=
+EDGE_USECASES ?=
+EXPORT_TARGETS := $(addprefix export-,$(USECASES))
+EXPORT_ARGS = $(if $(FORMAT),--format $(FORMAT)) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) \
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+.PHONY: $(EXPORT_TARGETS)
+
+$(EXPORT_TARGETS): export-%: $(STAMP) ## LiteRT int8+float16 or ONNX beside a version, verified by its own runtime [FORMAT=litert|onnx|savedmodel] [MODEL=ref]
+	$(PIPELINES) export $* $(EXPORT_ARGS)
+
 # Serving: one model behind MLflow's scoring server (python -m pipelines serve), and its load check.
 PORT ?= 5001
 HOST ?= 127.0.0.1
 MODEL ?=
 WORKERS ?=
+SERVE_FORMATS ?=
 OPERATING_POINT ?=
 SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT))
+	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT)) $(if $(FORMAT),--format $(FORMAT))
 .PHONY: bench-serve $(addprefix serve-,$(USECASES))
 
-$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [HOST=, warned]
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [FORMAT=onnx|litert] [HOST=, warned]
 	$(PIPELINES) serve $* $(SERVE_ARGS)
 
-bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process
-	$(BIN)/python benchmarks/bench_serve.py $(if $(WORKERS),--workers $(WORKERS))
+bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process [SERVE_FORMATS="savedmodel onnx litert"]
+	$(BIN)/python benchmarks/bench_serve.py $(if $(WORKERS),--workers $(WORKERS)) $(if $(SERVE_FORMATS),--formats $(SERVE_FORMATS))

@@ -176,8 +176,16 @@ def image_batches(count: int, batch: int):
     return arrays, bodies
 
 
-def start_server(model_dir: Path, port: int, workers: int | None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "pipelines", "serve", "digits", "--model", str(model_dir), "--port", str(port)]
+def ensure_format(model_dir: Path, fmt: str) -> None:
+    """`serve --format` serves a verified export: make it once (`export --format`) when missing."""
+    if fmt != "savedmodel" and not (model_dir / fmt / "metadata.json").is_file():
+        print(f"exporting {model_dir} as {fmt} (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pipelines", "export", "digits", "--format", fmt, "--model", str(model_dir)],
+                       cwd=REPO, env={**os.environ, **store_environment()}, check=True, stdout=subprocess.DEVNULL)
+
+
+def start_server(model_dir: Path, port: int, workers: int | None, fmt: str = "savedmodel") -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipelines", "serve", "digits", "--model", str(model_dir), "--port", str(port), "--format", fmt]
     if workers:
         command += ["--workers", str(workers)]
     return subprocess.Popen(
@@ -212,11 +220,12 @@ def to_markdown(rows: list[dict], settings: dict) -> str:
         )
     lines.append("")
     for batch in sorted({row["batch"] for row in rows}):
-        http_row, local_row = (next(r for r in rows if r["batch"] == batch and r["path"] == p) for p in ("HTTP", "in-process"))
-        lines.append(
-            f"batch {batch}: HTTP / in-process p50 {http_row['p50_ms'] / local_row['p50_ms']:.1f}x, "
-            f"p99 {http_row['p99_ms'] / local_row['p99_ms']:.1f}x"
-        )
+        local_row = next(r for r in rows if r["batch"] == batch and r["path"] == "in-process")
+        for http_row in (r for r in rows if r["batch"] == batch and r["path"].startswith("HTTP")):
+            lines.append(
+                f"batch {batch}: {http_row['path']} / in-process p50 {http_row['p50_ms'] / local_row['p50_ms']:.1f}x, "
+                f"p99 {http_row['p99_ms'] / local_row['p99_ms']:.1f}x"
+            )
     return "\n".join(lines)
 
 
@@ -228,6 +237,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, help="server worker processes (default: the serve verb's)")
     parser.add_argument("--url", help="measure a server already running at this loopback URL instead of starting one")
     parser.add_argument("--saved-model", type=Path, help="the SavedModel for the in-process side (default: the bench store's)")
+    parser.add_argument("--formats", nargs="+", default=["savedmodel"], choices=("savedmodel", "onnx", "litert"),
+                        help="what the server runs, one server each (`serve --format`; default savedmodel)")
     args = parser.parse_args()
     if args.url and urllib.parse.urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("--url must be a loopback address: this benchmark floods what it measures")
@@ -237,23 +248,26 @@ def main() -> int:
     workload = {batch: image_batches(requests, batch) for batch in args.batches}
     rows = []
 
-    server = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        print(f"starting `python -m pipelines serve digits --model {model_dir}` on {url} ...", flush=True)
-        server = start_server(model_dir, port, args.workers)
-    try:
-        wait_until_up(url, server)
-        call = http_call(url)
-        for batch, (_, bodies) in workload.items():
-            run_concurrently(call, bodies[: 2 * args.clients], args.clients)  # warm connections and the model
-            rows.append({"batch": batch, "path": "HTTP", **run_concurrently(call, bodies, args.clients)})
-            print(rows[-1], flush=True)
-    finally:
-        if server is not None:
-            stop(server)
+    for fmt in ([None] if args.url else args.formats):
+        server = None
+        url = args.url
+        if url is None:
+            ensure_format(model_dir, fmt)
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            print(f"starting `python -m pipelines serve digits --model {model_dir} --format {fmt}` on {url} ...", flush=True)
+            server = start_server(model_dir, port, args.workers, fmt)
+        path = "HTTP" if fmt in (None, "savedmodel") else f"HTTP, {fmt}"
+        try:
+            wait_until_up(url, server)
+            call = http_call(url)
+            for batch, (_, bodies) in workload.items():
+                run_concurrently(call, bodies[: 2 * args.clients], args.clients)  # warm connections and the model
+                rows.append({"batch": batch, "path": path, **run_concurrently(call, bodies, args.clients)})
+                print(rows[-1], flush=True)
+        finally:
+            if server is not None:
+                stop(server)
 
     call = in_process_call(model_dir)
     for batch, (arrays, _) in workload.items():
@@ -261,12 +275,15 @@ def main() -> int:
         rows.append({"batch": batch, "path": "in-process", **run_concurrently(call, arrays, args.clients)})
         print(rows[-1], flush=True)
 
-    settings = {"requests": requests, "clients": args.clients, "workers": args.workers, "model": str(model_dir), "url": url}
+    settings = {"requests": requests, "clients": args.clients, "workers": args.workers, "model": str(model_dir), "url": url,
+                "formats": args.formats}
     markdown = to_markdown(rows, settings)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     (RESULTS / "serve.md").write_text(markdown + "\n")
-    record("serve", "serving: MLflow's scoring server vs the SavedModel in-process", "make bench-serve", markdown,
+    formats = "" if args.formats == ["savedmodel"] else f' SERVE_FORMATS="{" ".join(args.formats)}"'
+    record("serve" + ("-formats" if formats else ""), "serving: MLflow's scoring server vs the SavedModel in-process"
+           + (f" ({', '.join(args.formats)})" if formats else ""), "make bench-serve" + formats, markdown,
            {"settings": settings, "rows": rows})
     print()
     print(markdown)

@@ -43,7 +43,7 @@ VERBS_HELP = """verbs:
   show       the resolved spec of a use case (after --set overrides, as its task runs it), as JSON
   train      fit, evaluate, log to MLflow and export a SavedModel
   evaluate   evaluate an exported SavedModel on a use case's test split
-  export     export the latest trained checkpoint as a new SavedModel version
+  export     the latest checkpoint as a new SavedModel version, or a version as LiteRT int8/float16 or ONNX
   predict    classify image files (or CSV rows, for heart) with an exported SavedModel
   promote    make a registered version the champion (what predict, evaluate and serve use)
   compare    a table of MLflow runs across use cases, best per data set marked (CSV, Markdown, PNG)
@@ -59,6 +59,8 @@ examples:
   python -m pipelines train digits --set epochs=3 --set batch_size=256
   python -m pipelines predict digits my_digit.png                       # the champion
   python -m pipelines predict digits --model models:/digits/3 my_digit.png
+  python -m pipelines export digits --format litert                     # the champion, as .tflite int8 + float16
+  python -m pipelines predict digits --model models/digits/1/litert/model_int8.tflite my_digit.png
   python -m pipelines compare digits skin --last 5
   python -m pipelines sweep skin --data sample --grid "class_weights=0,0.5 model.dropout=0.2,0.4"
   python -m pipelines tune digits --data sample --trials 8 --space "learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)"
@@ -67,8 +69,13 @@ examples:
 """
 
 
+# pipelines.export.edge.FORMATS after the SavedModel, spelled out so --help does not import NumPy.
+EXPORT_FORMATS = ("savedmodel", "litert", "onnx")
+DEVICE_SUFFIXES = (".tflite", ".onnx")
+
 MODEL_HELP = ("models:/<usecase>@<alias>, models:/<usecase>/<version> or a models/<usecase>/<version> folder "
               "(default: the champion)")
+PREDICT_MODEL_HELP = MODEL_HELP + "; or a .tflite / .onnx file (run without TensorFlow)"
 
 
 # pipelines.evaluation.operating_points.POINTS, spelled out so --help does not import NumPy.
@@ -124,14 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="where to write the report")
     evaluate.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
 
-    export = verbs.add_parser("export", help="export the latest trained checkpoint")
-    _add_spec_arguments(export, data=False)
-    export.add_argument("--checkpoint", metavar="FILE", help="a .keras file (default: models/<usecase>/checkpoints/latest.keras)")
+    export = verbs.add_parser("export", help="export a checkpoint as a SavedModel, or a version as LiteRT / ONNX",
+                              description="--format savedmodel (default): the latest trained checkpoint as a new version. "
+                              "--format litert|onnx: files beside a published version (models/<usecase>/<version>/litert/, "
+                              ".../onnx/), each verified by its own runtime on the test split before it is published.")
+    _add_spec_arguments(export)
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                        help="savedmodel (default), litert (int8 and float16 .tflite) or onnx")
+    export.add_argument("--checkpoint", metavar="FILE", help="savedmodel: a .keras file (default: models/<usecase>/checkpoints/latest.keras)")
+    export.add_argument("--model", metavar="REF", help="litert/onnx: the version to convert, " + MODEL_HELP)
 
     predict = verbs.add_parser("predict", help="classify image files")
     predict.add_argument("usecase", help="a use case name (see `list`)")
     predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
-    predict.add_argument("--model", metavar="REF", help=MODEL_HELP)
+    predict.add_argument("--model", metavar="REF", help=PREDICT_MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
 
@@ -183,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+    serve.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
+                       help="savedmodel (default), or the version's verified litert (int8) or onnx file, made by `export --format`")
 
     score = verbs.add_parser("score", help="score a backlog on Spark with a registered model (Parquet out)",
                              description="Score every image file under a folder (Spark's binaryFile source), or every row "
@@ -270,13 +285,20 @@ def run(args) -> int:
     if args.verb == "list":
         return cmd_list(args.names)
     if args.verb == "serve":
-        serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
+        serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point, fmt=args.format,
               **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         folder = promote(get_spec(args.usecase), args.version, args.reason)
         print(f"[{args.usecase}] champion: registered version {args.version} ({folder})")
         return 0
+    if args.verb == "predict" and args.model and args.model.endswith(DEVICE_SUFFIXES):
+        get_spec(args.usecase)
+        # No TensorFlow on this path: what a device runs (pipelines.serving.device_predict).
+        from pipelines.serving.device_predict import classify_files
+
+        predictions = classify_files(args.model, args.files, operating_point=args.operating_point, usecase=args.usecase)
+        return 1 if print_predictions(predictions, as_json=args.json, model_dir=args.model) else 0
     if args.verb == "predict":
         spec = get_spec(args.usecase)  # validates the name
         model_dir = resolve_model_dir(args.usecase, args.model)
@@ -319,8 +341,14 @@ def run(args) -> int:
         pipeline.run_train(spec, run_name=args.run_name)
     elif args.verb == "evaluate":
         pipeline.run_evaluate(spec, model_dir=args.model, out_dir=args.out, operating_point=args.operating_point)
-    elif args.verb == "export":
+    elif args.verb == "export" and args.format == "savedmodel":
+        if args.model or args.data or args.data_dir:
+            raise UsageError("--model, --data and --data-dir go with --format litert or onnx; --format savedmodel exports a --checkpoint")
         pipeline.run_export(spec, checkpoint=args.checkpoint)
+    elif args.verb == "export":
+        if args.checkpoint:
+            raise UsageError(f"--format {args.format} converts a published version (--model REF), not a --checkpoint")
+        pipeline.run_export_formats(spec, (args.format,), model=args.model, data_given=bool(args.data or args.data_dir))
     elif args.verb == "sweep":
         run_sweep(spec, args.grid, out_dir=args.out)
     elif args.verb == "tune":

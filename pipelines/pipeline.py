@@ -29,12 +29,12 @@ from pipelines.data.loaders import load_dataset
 from pipelines.evaluation import operating_points
 from pipelines.evaluation.plots import plot_history
 from pipelines.evaluation.report import chance_level, classification_report, to_markdown, write_report
-from pipelines.export import saved_model
+from pipelines.export import edge, saved_model
 from pipelines.modeling.models import register_custom_layers
 from pipelines.tasks import get_task
 from pipelines.tracking import registry
 from pipelines.tracking.registry import resolve_model_dir
-from pipelines.tracking.tracker import Tracker, git_commit
+from pipelines.tracking.tracker import Tracker, git_commit, mlflow_client, store_exists, tracking_uri
 from pipelines.training import fit, strategy
 from pipelines.usecases import get_spec
 from pipelines.usecases.settings import apply_overrides, flatten
@@ -144,6 +144,12 @@ def run_train(spec, run_name: str | None = None, tags: dict | None = None, expec
             ))
             summary["exported_to"] = str(model_dir)
             summary.update(registered_version=registered, **gate(spec, registered, model_dir))
+            for fmt in spec.export.formats:
+                try:  # the SavedModel is published and registered: a format that fails costs only itself
+                    summary.setdefault("formats", {})[fmt] = export_edge(spec, fmt, model_dir, tracker=tracker)
+                except PipelineError as exc:
+                    tracker.set_tags({f"export_{fmt}_failed": str(exc)[:500]})
+                    say(f"warning: [{spec.name}] {exc}")
         if resume:
             resume.clear()
 
@@ -285,6 +291,103 @@ def run_export(spec, checkpoint: str | None = None) -> Path:
     model_dir = saved_model.export_savedmodel(model, spec.name, check, metadata, spec.export.tolerance)
     say(f"[{spec.name}] SavedModel: {model_dir}")
     return model_dir
+
+
+CALIBRATION_IMAGES = 300  # int8 ranges: a few hundred real training images, more barely moves them
+
+
+def run_export_formats(spec, formats: tuple, model: str | None = None, data_given: bool = False) -> dict:
+    """`export --format litert|onnx`: files beside a published version (default: the champion),
+    verified on the test split of the data it was trained on (or the --data given), and logged
+    on the version's MLflow run when the tracking store has it."""
+    folder = resolve_model_dir(spec.name, model)
+    metadata = saved_model.read_metadata(folder)
+    if metadata.get("usecase") != spec.name:
+        raise PipelineError(f"{folder} is a '{metadata.get('usecase')}' model, not '{spec.name}'")
+    for fmt in formats:
+        edge.check_exportable(metadata, fmt, folder)  # a table model: one line before any data loads
+    if not data_given:
+        spec = on_trained_data(spec, metadata)
+    return {fmt: export_edge(spec, fmt, folder) for fmt in formats}
+
+
+def on_trained_data(spec, metadata: dict):
+    """The spec reading the data the version was trained on: its `data_origin` is `sample`,
+    `full` or the folder it was read from."""
+    origin = metadata.get("data_origin")
+    if origin in ("sample", "full"):
+        return apply_overrides(spec, {"data.source": origin})
+    if origin and Path(origin).is_dir():
+        return apply_overrides(spec, {"data.data_dir": origin})
+    return spec
+
+
+def export_edge(spec, fmt: str, folder: Path, tracker=None) -> dict:
+    """Convert published version `folder` to `fmt`, verified on the test split of `spec`'s data
+    (int8 calibrated on a seeded sample of its training images), then logged on the MLflow run:
+    `tracker`'s during `train`, else the version's own run if the store has it."""
+    import_keras()
+    import tensorflow as tf
+
+    metadata = saved_model.read_metadata(folder)
+    edge.check_exportable(metadata, fmt, folder)
+    spec = at_model_size(spec, metadata)
+    dataset = load_dataset(spec)
+    test = dataset.test
+    if not len(test):
+        raise PipelineError(f"{dataset.origin} data has no test split to verify the {fmt} export on")
+    loaded = tf.saved_model.load(str(folder))  # keep a reference: see STACK.md
+    reference = np.concatenate([saved_model.call_serving(loaded, test.x[i : i + 512]) for i in range(0, len(test), 512)])
+    if reference.shape[1] == 1:
+        reference = np.hstack([1 - reference, reference])
+    rng = np.random.default_rng(spec.train.seed)
+    calibration = dataset.train.x[np.sort(rng.choice(len(dataset.train), min(CALIBRATION_IMAGES, len(dataset.train)), replace=False))]
+    note = f"{dataset.origin} test split"
+    if metadata.get("trained_on_all_data") and metadata.get("data_sha256") == dataset.sha256:
+        note += ", which this cross-validated model trained on: agreement is the check, accuracy is not held out"
+    say(f"[{spec.name}] {fmt}: converting {folder} and verifying on {len(test):,} test images ({dataset.origin})")
+    entry = edge.export_format(folder, fmt, reference, test.x, test.y, calibration, note)
+    for name, info in entry["files"].items():
+        figures = info["verification"]
+        say(f"[{spec.name}] {folder / fmt / name}: {info['bytes'] / 1e3:,.0f} kB, argmax agreement {figures['argmax_agreement']:.2%}, "
+            f"accuracy {figures['accuracy']:.4f} (SavedModel {figures['savedmodel_accuracy']:.4f}), "
+            f"largest probability difference {figures['max_abs_probability_difference']:.4f}")
+    _log_edge(spec, fmt, folder, entry, tracker)
+    return entry
+
+
+def _log_edge(spec, fmt: str, folder: Path, entry: dict, tracker) -> None:
+    """The files under artifact `<fmt>/`, their figures as `<fmt>_<variant>_*` metrics, and the
+    updated metadata.json and model card under `saved_model/` of the run that made the version."""
+    metrics = {}
+    for name, info in entry["files"].items():
+        prefix = f"{fmt}_{Path(name).stem.removeprefix('model_').removeprefix('model')}".rstrip("_")
+        metrics.update({f"{prefix}_bytes": info["bytes"], **{f"{prefix}_{k}": v for k, v in info["verification"].items()}})
+    described = [folder / name for name in (saved_model.METADATA_FILE, edge.CARD_FILE) if (folder / name).is_file()]
+    if tracker is not None:
+        tracker.log_artifacts(folder / fmt, fmt)
+        tracker.log_metrics(metrics)
+        for path in described:
+            tracker.log_artifact(path, "saved_model")
+        return
+    run_id = saved_model.read_metadata(folder).get("mlflow_run_id")
+    if not run_id or not store_exists():
+        say(f"[{spec.name}] {fmt}: no tracking store with the version's run ({tracking_uri()}): logged in {folder} only")
+        return
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client()
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        say(f"[{spec.name}] {fmt}: run {run_id} is not in {tracking_uri()}: logged in {folder} only")
+        return
+    client.log_artifacts(run_id, str(folder / fmt), fmt)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()])
+    for path in described:
+        client.log_artifact(run_id, str(path), "saved_model")
+    say(f"[{spec.name}] {fmt}: logged on MLflow run {run_id}")
 
 
 def at_model_size(spec, metadata: dict):

@@ -81,6 +81,9 @@ class ExportConfig:
     enabled: bool = True  # `train` exports a SavedModel when it ends
     register: bool = True  # register the model in the MLflow model registry
     tolerance: Positive = 1e-5  # exported vs in-memory predictions, max abs difference
+    # Device and cross-stack files `train` writes beside the SavedModel, each verified by its own
+    # runtime (pipelines.export.edge): litert (int8 + float16), onnx. Image use cases only.
+    formats: Annotated[tuple, OneOf(("litert", "onnx"))] = ()
 
 
 @dataclass(frozen=True)

@@ -111,18 +111,50 @@ def _what_exists(client, name: str) -> str:
     return f"versions: {listed}" + (f"; aliases: {aliases}" if aliases else "") + f"; e.g. --model models:/{name}/{versions[-1] if versions else 1}"
 
 
+FORMATS = ("savedmodel", "litert", "onnx")
+
+
+def edge_serving_model(usecase: str, reference: str | None, fmt: str) -> str:
+    """A local MLflow model serving the version's verified `litert/` (int8) or `onnx/` folder
+    through the same wrapper (`pipelines/export/mlflow_model.py`: same request checks, same
+    answers), written under `models/<usecase>/.serving/`; its path, for `mlflow models serve`."""
+    import importlib.metadata
+    import shutil
+
+    import mlflow.pyfunc
+
+    from pipelines.core import paths
+    from pipelines.export import mlflow_model
+
+    folder = resolve_model_dir(usecase, reference)
+    metadata = read_metadata(folder)
+    source = folder / fmt
+    if not (source / "metadata.json").is_file():
+        raise PipelineError(f"{folder} has no verified {fmt} export; make one first: make export-{usecase} FORMAT={fmt} MODEL={folder}")
+    target = paths.usecase_models_dir(usecase) / ".serving" / f"v{metadata.get('version', folder.name)}-{fmt}"
+    shutil.rmtree(target, ignore_errors=True)
+    runtime = "onnxruntime" if fmt == "onnx" else "ai-edge-litert"
+    mlflow.pyfunc.save_model(str(target), python_model=mlflow_model.__file__, artifacts={"edge": str(source)},
+                             model_config=dict(mlflow_model.DEFAULT_CONFIG),
+                             pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "numpy", "pandas", runtime)])
+    return str(target)
+
+
 def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST,
-          workers: int = DEFAULT_WORKERS, operating_point: str | None = None) -> None:
+          workers: int = DEFAULT_WORKERS, operating_point: str | None = None, fmt: str = "savedmodel") -> None:
     """Resolve, check, then exec `mlflow models serve` (never returns). `operating_point`
-    overrides the model's default decision rule (via MLflow's SERVING_MODEL_CONFIG)."""
+    overrides the model's default decision rule (via MLflow's SERVING_MODEL_CONFIG); `fmt`
+    serves the version's verified LiteRT int8 or ONNX file instead of its SavedModel."""
 
     get_spec(usecase)  # an unknown use case is a usage error
     if not 1 <= port <= 65535:
         raise UsageError(f"--port {port}: choose 1-65535")
     if workers < 1:
         raise UsageError(f"--workers {workers}: at least 1")
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt}: choose {', '.join(FORMATS)}")
     configure_environment()
-    model_uri = resolve_model_uri(usecase, reference)
+    model_uri = resolve_model_uri(usecase, reference) if fmt == "savedmodel" else edge_serving_model(usecase, reference, fmt)
     model_config = {}
     if operating_point:
         folder = resolve_model_dir(usecase, reference)

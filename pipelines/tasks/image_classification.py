@@ -155,7 +155,8 @@ class ImageClassification(Task):
     def metadata(self, spec, loaded: Loaded, fitted: Fitted, evaluation: Evaluation) -> dict:
         # image_fit: how `predict` fits a photo file to input_shape, as the loader fitted the training photos.
         common = {"input_shape": list(spec.input_shape), "input_dtype": "uint8", "views": spec.data.views,
-                  "image_fit": spec.data.image_fit, **loaded.sizes,
+                  "image_fit": spec.data.image_fit, "test_time_augmentation": list(spec.model.test_time_augmentation),
+                  **loaded.sizes,
                   "val_origin": loaded.data.val_origin, "epochs_run": fitted.epochs_run,
                   "operating_points": OperatingPoints.from_metadata(evaluation.report).as_metadata()}
         if cross_validated(spec):

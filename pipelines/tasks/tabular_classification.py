@@ -285,6 +285,7 @@ _IMAGE_ONLY_KEYS = frozenset({
     "train.fine_tune_layers", "train.fine_tune_learning_rate",
     "operating_point",  # a binary model has its decision threshold instead
     "checks.near_duplicate_distance", "checks.near_duplicate_difference",  # rows have exact copies only
+    "export.formats",  # LiteRT / ONNX: its lookups are TensorFlow hash tables (pipelines/export/edge.py)
 })
 
 
