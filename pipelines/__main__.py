@@ -17,9 +17,9 @@ from pipelines.experiments.sweep import run_sweep
 from pipelines.export.saved_model import read_metadata
 from pipelines.modeling.builders import BUILDERS
 from pipelines.modeling.test_time_augmentation import TRANSFORMS
-from pipelines.serving import serve
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
+from pipelines.serving.serve import serve
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
 from pipelines.usecases import all_specs, get_spec
