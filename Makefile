@@ -159,11 +159,12 @@ HOST ?= 127.0.0.1
 MODEL ?=
 WORKERS ?=
 OPERATING_POINT ?=
+MAX_BODY_MB ?=
 SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT))
+	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT)) $(if $(MAX_BODY_MB),--max-body-mb $(MAX_BODY_MB))
 .PHONY: bench-serve $(addprefix serve-,$(USECASES))
 
-$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [HOST=, warned]
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [MAX_BODY_MB=8] [HOST=, warned]
 	$(PIPELINES) serve $* $(SERVE_ARGS)
 
 bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process

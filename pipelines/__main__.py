@@ -19,7 +19,7 @@ from pipelines.modeling.builders import BUILDERS
 from pipelines.modeling.test_time_augmentation import TRANSFORMS
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
-from pipelines.serving.serve import serve
+from pipelines.serving.serve import DEFAULT_MAX_BODY_MB, serve
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
 from pipelines.usecases import all_specs, get_spec
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+    serve.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                       help=f"answer a request body over MB megabytes with 413, unread (default {DEFAULT_MAX_BODY_MB:g})")
     return parser
 
 
@@ -184,7 +186,7 @@ def run(args) -> int:
         return cmd_list()
     if args.verb == "serve":
         serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point,
-              **({"workers": args.workers} if args.workers else {}))
+              max_body_mb=args.max_body_mb, **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         folder = promote(get_spec(args.usecase), args.version, args.reason)
