@@ -39,10 +39,12 @@ help: ## show this help
 		printf "  %-22s %s\n", target, $$2 }' $(MAKEFILE_LIST)
 	@echo "use cases: $(USECASES)"
 
+# setuptools prints an "Editable installation ... be careful with folders" notice for every editable
+# install of a flat layout (its InformationOnly warning): nothing to act on, so that one message is filtered.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 # GPU=1: TensorFlow with CUDA in place of tensorflow-cpu (the same `tensorflow` package, so one

@@ -87,6 +87,19 @@ def shared_data():
     return SHARED_DATA
 
 
+# Lines a user can do nothing about (issue 24): TensorFlow's C++ start-up banner, MLflow's advice
+# to type-hint the served model's predict, setuptools' editable-install notice.
+KNOWN_NOISE = ("oneDNN custom operations are on", "absl::InitializeLog", "Add type hints to the `predict` method",
+               "Please be careful with folders in your working directory")
+
+
+def assert_quiet(stderr: str) -> None:
+    """No known-harmless noise and no Python warning at all in a command's stderr."""
+    for noise in KNOWN_NOISE:
+        assert noise not in stderr, f"{noise!r} in:\n{stderr[-3000:]}"
+    assert "Warning:" not in stderr and "WARNING:" not in stderr, stderr[-3000:]
+
+
 def run_cli(*args, env=None, timeout=600):
     """Run `python -m pipelines ARGS` in a subprocess; returns CompletedProcess (text)."""
     import subprocess
