@@ -44,10 +44,12 @@ help: ## show this help
 		printf "  %-22s %s\n", target, $$2 }' $(MAKEFILE_LIST)
 	@echo "use cases: $(USECASES)"
 
+# setuptools prints an "Editable installation ... be careful with folders" notice for every editable
+# install of a flat layout (its InformationOnly warning): nothing to act on, so that one message is filtered.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 # GPU=1: TensorFlow with CUDA in place of tensorflow-cpu (the same `tensorflow` package, so one
@@ -223,11 +225,13 @@ MODEL ?=
 WORKERS ?=
 SERVE_FORMATS ?=
 OPERATING_POINT ?=
+MAX_BODY_MB ?=
 SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT)) $(if $(FORMAT),--format $(FORMAT))
+	$(if $(OPERATING_POINT),--operating-point $(OPERATING_POINT)) $(if $(FORMAT),--format $(FORMAT)) \
+	$(if $(MAX_BODY_MB),--max-body-mb $(MAX_BODY_MB))
 .PHONY: bench-serve $(addprefix serve-,$(USECASES))
 
-$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [FORMAT=onnx|litert] [HOST=, warned]
+$(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [FORMAT=onnx|litert] [MAX_BODY_MB=8] [HOST=, warned]
 	$(PIPELINES) serve $* $(SERVE_ARGS)
 
 bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process [SERVE_FORMATS="savedmodel onnx litert"]

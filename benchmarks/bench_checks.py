@@ -63,7 +63,8 @@ def skin_sensitivity(folder: Path) -> list[dict]:
                      **{f"{name}_{kind}": found.count(split, other, kind)
                         for name, split, other in (("test", "test", "train"), ("val", "val", "train"), ("test_val", "test", "val"))
                         for kind in ("exact", "near")},
-                     "train_within_exact": found.count("train", "train", "exact"), "train_within_near": found.count("train", "train", "near")})
+                     "train_within_exact": found.count("train", "train", "exact"),
+                     "train_within_near": found.count("train", "train", "near")})
         print(f"[skin] distance {distance}, difference {difference:g}: {rows[-1]}", flush=True)
     return rows
 
@@ -83,8 +84,8 @@ def markdown(results: list[dict], sensitivity: list[dict]) -> str:
         within = "; ".join(f"{split}: {both(found, found.count(split, split, 'exact'), found.count(split, split, 'near'))}"
                            for split in found.splits if split not in found.held_out)
         conflicts = found.label_conflicts
-        lines.append(f"| {result['usecase']} | {splits} | {held or 'none held out'} | {within} | {conflicts['items']} ({conflicts['groups']}) | "
-                     f"{found.seconds:.1f} s | {result['load_seconds']:.1f} s |")
+        lines.append(f"| {result['usecase']} | {splits} | {held or 'none held out'} | {within} | "
+                     f"{conflicts['items']} ({conflicts['groups']}) | {found.seconds:.1f} s | {result['load_seconds']:.1f} s |")
     if sensitivity:
         lines += ["", "DermaMNIST (full, official splits) at other near-copy settings: examples with a copy, exact + near "
                   "(distance: pHash bits; difference: RMS grey levels of the 32x32 thumbnails, 255 = pHash alone).", "",
@@ -94,10 +95,11 @@ def markdown(results: list[dict], sensitivity: list[dict]) -> str:
             lines.append(f"| {row['distance']} | {row['difference']:g} | {row['test_exact']} + {row['test_near']} | "
                          f"{row['val_exact']} + {row['val_near']} | {row['test_val_exact']} + {row['test_val_near']} | "
                          f"{row['train_within_exact']} + {row['train_within_near']} |")
-        lines += ["", "Looked at by eye: at the defaults, the 7 test images with a near copy in train are each the same lesion in nearly the same picture; "
-                  "at 8 bits and 16 grey levels RMS, about 5 of 14 pairs are one lesion photographed again, the rest different "
-                  "small dark spots (docs/data-checks.md)."]
-    lines += ["", f"Times on a machine shared with other jobs (load average {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores at the end)."]
+        lines += ["", "Looked at by eye: at the defaults, the 7 test images with a near copy in train are each the same lesion "
+                  "in nearly the same picture; at 8 bits and 16 grey levels RMS, about 5 of 14 pairs are one lesion photographed again, "
+                  "the rest different small dark spots (docs/data-checks.md)."]
+    lines += ["", f"Times on a machine shared with other jobs (load average {os.getloadavg()[0]:.0f} on {os.cpu_count()} cores "
+                  "at the end)."]
     if sensitivity:
         lines += ["", "The skin figures trained without the training copies of its test images are not measured here (a full "
                   "skin run, 15-30 minutes on 2 quiet cores): `make train-skin DATA_DIR=../shared/data/skin "

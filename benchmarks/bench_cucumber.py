@@ -43,7 +43,8 @@ MODELS = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(SHARED) if SHARED.is_dir() else None,
-                        help="CUCUMBER-9 in any layout the cifar_format loader reads (default: ../shared/data/cucumber, else the bundled sample)")
+                        help="CUCUMBER-9 in any layout the cifar_format loader reads "
+                             "(default: ../shared/data/cucumber, else the bundled sample)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()

@@ -96,12 +96,13 @@ def main() -> int:
         print(f"--- {side} ---", flush=True)
         command = [sys.executable, __file__, "--only", side] + (["--data-dir", args.data_dir] if args.data_dir else [])
         process = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        sys.stdout.write("".join(l + "\n" for l in process.stdout.splitlines() if not l.startswith("RESULT ")))
+        sys.stdout.write("".join(line + "\n" for line in process.stdout.splitlines() if not line.startswith("RESULT ")))
         if process.returncode:
             return process.returncode
-        rows.append(json.loads(next(l for l in process.stdout.splitlines() if l.startswith("RESULT "))[7:]))
+        rows.append(json.loads(next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))[7:]))
     table = ["| model | epochs | fit wall time (s) | train images/s | test accuracy |", "|---|---|---|---|---|"]
-    table += [f"| {r['name']} | {r['epochs']} | {r['fit_seconds']:.1f} | {r['images_per_second']:.0f} | {r['test_accuracy']:.4f} |" for r in rows]
+    table += [f"| {r['name']} | {r['epochs']} | {r['fit_seconds']:.1f} | {r['images_per_second']:.0f} | {r['test_accuracy']:.4f} |"
+              for r in rows]
     verdict = (
         f"ours: {rows[1]['test_accuracy']:.4f} accuracy in {rows[1]['fit_seconds']:.0f} s; "
         f"reference: {rows[0]['test_accuracy']:.4f} in {rows[0]['fit_seconds']:.0f} s "

@@ -77,7 +77,8 @@ def convert(models_root: Path, usecase: str, model_dir: Path, data_dir: str | No
         done = subprocess.run(command, cwd=REPO, env=environment(models_root), capture_output=True, text=True)
         outcome[fmt] = {"seconds": time.perf_counter() - started, "returncode": done.returncode,
                         "error": done.stderr.strip().splitlines()[-1] if done.returncode else None}
-        print(f"[{usecase}] {fmt}: " + (f"refused: {outcome[fmt]['error']}" if done.returncode else f"exported ({outcome[fmt]['seconds']:.0f} s)"),
+        print(f"[{usecase}] {fmt}: "
+              + (f"refused: {outcome[fmt]['error']}" if done.returncode else f"exported ({outcome[fmt]['seconds']:.0f} s)"),
               flush=True)
     return outcome
 
@@ -208,10 +209,12 @@ def main() -> int:
             rows.append({"usecase": usecase, "file": label, "bytes": info["bytes"], **info["verification"], **measured})
         print(f"[{usecase}] measured", flush=True)
 
-    markdown = to_markdown(rows) + (f"\n\nLoad average (1 min) at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: "
+    markdown = to_markdown(rows) + (f"\n\nLoad average (1 min) at the end of the run: {os.getloadavg()[0]:.1f} "
+                                    f"on {os.cpu_count()} cores: "
                                     "other jobs shared the CPU, which shows in the p99 figures before anything else.")
     print(markdown)
-    command = "make bench-edge" + ("" if list(arguments.usecases) == list(USECASES) else f" EDGE_USECASES=\"{' '.join(arguments.usecases)}\"")
+    command = "make bench-edge" + ("" if list(arguments.usecases) == list(USECASES)
+                                   else f" EDGE_USECASES=\"{' '.join(arguments.usecases)}\"")
     record("edge", "Devices and other stacks: LiteRT int8 / float16 and ONNX vs the SavedModel", command, markdown, rows)
     return 0
 
@@ -220,7 +223,8 @@ def to_markdown(rows: list[dict]) -> str:
     lines = ["Sizes, batch-1 latency on this CPU (p50 / p99 ms, 1 and 2 threads; the SavedModel with TensorFlow's own pools), "
              "batch-64 throughput (2 threads), and each file's verification by its own runtime on the whole test split "
              "(argmax agreement with the SavedModel; accuracy beside the SavedModel's).", "",
-             "| use case | file | size | p50 / p99, 1 thread | p50 / p99, 2 threads | batch 64 (per s) | test images | agreement | accuracy (SavedModel) | macro AUC (SavedModel) |",
+             "| use case | file | size | p50 / p99, 1 thread | p50 / p99, 2 threads | batch 64 (per s) | test images | agreement "
+             "| accuracy (SavedModel) | macro AUC (SavedModel) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "refused" in row:
@@ -229,8 +233,8 @@ def to_markdown(rows: list[dict]) -> str:
         size = f"{row['bytes'] / 1e3:,.0f} kB"
         if "threads_default" in row:
             latency = f"{row['threads_default']['p50_ms']:.3f} / {row['threads_default']['p99_ms']:.3f}"
-            lines.append(f"| {row['usecase']} ({row['views']} view{'s' if row['views'] > 1 else ''}) | {row['file']} | {size} | {latency} (default pools) | "
-                         f"| {row['batch_64_per_second']:,.0f} | | | | |")
+            lines.append(f"| {row['usecase']} ({row['views']} view{'s' if row['views'] > 1 else ''}) | {row['file']} | {size} | "
+                         f"{latency} (default pools) | | {row['batch_64_per_second']:,.0f} | | | | |")
             continue
         one, two = row["threads_1"], row["threads_2"]
         auc = next((k for k in ("macro_auc_ovr", "roc_auc") if k in row), None)

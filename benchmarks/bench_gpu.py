@@ -175,7 +175,8 @@ def main() -> int:
     header = (f"# Training throughput, ours vs bare `fit`, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
               f"backend {backend}, device {device}{'' if on_gpu else ' (no GPU found)'}, "
               f"{'full data' if args.full else 'bundled samples'}, {args.epochs} epochs per side (first = warm-up)\n\n")
-    table = ["| use case | model | side | precision | batch | images/s after warm-up | s/epoch after warm-up | test accuracy | ours / bare |",
+    table = ["| use case | model | side | precision | batch | images/s after warm-up | s/epoch after warm-up | test accuracy "
+             "| ours / bare |",
              "|---|---|---|---|---|---|---|---|---|"]
     for index, row in enumerate(rows):
         warm = row["epoch_seconds"][1:]

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(scratch) / f"photos-{scale}x"
             started = time.perf_counter()
             counts = cucumber_folder(folder, size=args.size, copies=args.copies * scale)
-            print(f"{scale}x: wrote {sum(counts.values())} PNGs of {args.size}x{args.size} in {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"{scale}x: wrote {sum(counts.values())} PNGs of {args.size}x{args.size} in {time.perf_counter() - started:.0f} s",
+                  flush=True)
             classes = sorted(counts)
             data_root = Path(scratch) / f"data-{scale}x"
             for mode in ("cold", "warm", "ram"):
@@ -155,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data_root)
 
     names = {"cold": "memory-mapped, decoding first", "warm": "memory-mapped cache", "ram": "the cache copied into RAM"}
-    lines = ["| scale | images (train) | train pixels | run | peak RssAnon - baseline | peak VmHWM | load | epoch |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| scale | images (train) | train pixels | run | peak RssAnon - baseline | peak VmHWM | load | epoch |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['scale']} | {row['images']:,} ({row['train_images']:,}) | {row['train_mib']:.0f} MiB | {names[row['mode']]} | "
-                     f"**{row['peak_anon_mib'] - row['baseline_anon_mib']:.0f} MiB** | {row['vm_hwm_mib']:.0f} MiB | "
-                     f"{row['load_seconds']:.1f} s | {row['epoch_seconds']:.1f} s |")
+        lines.append(f"| {row['scale']} | {row['images']:,} ({row['train_images']:,}) | {row['train_mib']:.0f} MiB | "
+                     f"{names[row['mode']]} | **{row['peak_anon_mib'] - row['baseline_anon_mib']:.0f} MiB** | "
+                     f"{row['vm_hwm_mib']:.0f} MiB | {row['load_seconds']:.1f} s | {row['epoch_seconds']:.1f} s |")
     growth = {mode: [r["peak_anon_mib"] - r["baseline_anon_mib"] for r in rows if r["mode"] == mode] for mode in names}
     summary = (f"From 1x to 4x the images, the memory the run itself holds (peak RssAnon above the baseline after "
                f"`import keras`, {rows[0]['baseline_anon_mib']:.0f} MiB) went from {growth['warm'][0]:.0f} to {growth['warm'][1]:.0f} MiB "

@@ -212,7 +212,8 @@ def main() -> int:
     table = [f"# SavedModel `serve` in-process, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPU cores\n",
              f"batch 1: {arguments.calls} timed calls after {WARM_UP_CALLS} warm-up calls; cold start = `tf.saved_model.load` + first "
              "call in a fresh process (TensorFlow already imported)\n",
-             "| use case | views | p50 batch 1 (ms) | p99 batch 1 (ms) | batch 256 (per s) | cold start (s) | views' cost: p50 / batch-256 time vs one view |",
+             "| use case | views | p50 batch 1 (ms) | p99 batch 1 (ms) | batch 256 (per s) | cold start (s) "
+             "| views' cost: p50 / batch-256 time vs one view |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
         cost = "-"

@@ -69,7 +69,8 @@ def main() -> int:
     (RESULTS / f"{args.usecase}.md").write_text(report)
     record(args.usecase, f"{args.usecase}: full data, default spec, beside published figures", f"make bench-{args.usecase}",
            report, {"seconds": seconds, "ours": ours, "references": REFERENCES[args.usecase]})
-    (RESULTS / f"{args.usecase}.json").write_text(json.dumps({"seconds": seconds, "ours": ours, "references": REFERENCES[args.usecase]}, indent=2, default=str))
+    (RESULTS / f"{args.usecase}.json").write_text(json.dumps({"seconds": seconds, "ours": ours, "references": REFERENCES[args.usecase]},
+                                                             indent=2, default=str))
     return 0
 
 

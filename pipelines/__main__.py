@@ -30,7 +30,7 @@ from pipelines.modeling.test_time_augmentation import TRANSFORMS
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
 from pipelines.serving.score import run_score
-from pipelines.serving.serve import serve
+from pipelines.serving.serve import DEFAULT_MAX_BODY_MB, serve
 from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
 from pipelines.usecases import all_specs, get_spec, name_of
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--images", metavar="DIR", help="a folder with one folder of photos per class (or train/, val/, test/ of them)")
     data.add_argument("--table", metavar="FILE.csv", help="a CSV with one row per example (with --target COLUMN)")
     init.add_argument("--target", metavar="COLUMN", help="with --table: the column to predict")
-    init.add_argument("--positive", metavar="VALUE", default="", help="with --table, a binary target: the positive class (column 1 of the answer)")
+    init.add_argument("--positive", metavar="VALUE", default="",
+                      help="with --table, a binary target: the positive class (column 1 of the answer)")
     init.add_argument("--folder", metavar="DIR", help="where to write NAME.toml (default: usecases/, or $PIPELINES_USECASES_DIR)")
 
     listing = verbs.add_parser("list", help="list use cases, builders and augmentations")
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(train, usecase_optional=True)  # with --from-run, the run names it
     train.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     train.add_argument("--run-name", help="MLflow run name")
-    train.add_argument("--from-run", metavar="RUN_ID", help="re-run exactly the spec logged on this MLflow run (its spec.json), on the same data")
+    train.add_argument("--from-run", metavar="RUN_ID",
+                       help="re-run exactly the spec logged on this MLflow run (its spec.json), on the same data")
     train.add_argument("--allow-other-data", action="store_true", help="with --from-run: accept data whose sha256 differs from the run's")
 
     evaluate = verbs.add_parser("evaluate", help="evaluate an exported model on the test split")
@@ -138,12 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_arguments(export)
     export.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
                         help="savedmodel (default), litert (int8 and float16 .tflite) or onnx")
-    export.add_argument("--checkpoint", metavar="FILE", help="savedmodel: a .keras file (default: models/<usecase>/checkpoints/latest.keras)")
+    export.add_argument("--checkpoint", metavar="FILE",
+                        help="savedmodel: a .keras file (default: models/<usecase>/checkpoints/latest.keras)")
     export.add_argument("--model", metavar="REF", help="litert/onnx: the version to convert, " + MODEL_HELP)
 
     predict = verbs.add_parser("predict", help="classify image files")
     predict.add_argument("usecase", help="a use case name (see `list`)")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
+    predict.add_argument("files", nargs="+", metavar="FILE",
+                         help="images (PNG/JPEG, any size) or, for tabular use cases, CSV files of raw columns")
     predict.add_argument("--model", metavar="REF", help=PREDICT_MODEL_HELP)
     predict.add_argument("--json", action="store_true", help="print one JSON object per file")
     predict.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
@@ -166,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", required=True, metavar="GRID",
                        help='space-separated KEY=V1,V2,... e.g. "class_weights=0,0.5 model.dropout=0.2,0.4"; '
                             'a tuple value in brackets: "model.stages=[32,64],[48,96]"')
-    sweep.add_argument("--out", metavar="DIR", help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
+    sweep.add_argument("--out", metavar="DIR",
+                       help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
 
     tune = verbs.add_parser("tune", help="search settings with Optuna, trials as nested MLflow runs",
                             description="Search settings with Optuna on validation data, each trial a child run of one MLflow "
@@ -182,10 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "postgresql+psycopg://user:password@host:port/db for several hosts)")
     tune.add_argument("--timeout", type=float, metavar="S", help="this worker takes no new trial after S seconds")
     tune.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe")
-    tune.add_argument("--pruner", choices=PRUNERS, default="median", help="stops poor trials on the per-epoch validation metric (default median)")
+    tune.add_argument("--pruner", choices=PRUNERS, default="median",
+                      help="stops poor trials on the per-epoch validation metric (default median)")
     tune.add_argument("--seed", type=int, help="sampler seed; trial n samples with seed+n (default: the spec's train.seed)")
     tune.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT, metavar="S",
-                      help=f"seconds between a trial's heartbeats; a trial silent for 2*S is failed and queued again (default {DEFAULT_HEARTBEAT})")
+                      help=f"seconds between a trial's heartbeats; a trial silent for 2*S is failed and queued again "
+                      f"(default {DEFAULT_HEARTBEAT})")
     tune.add_argument("--out", metavar="DIR", help="where to write the trials' comparison and plots (default: reports/tunes/<study>/)")
 
     serve = verbs.add_parser("serve", help="serve a model over REST (MLflow scoring server)")
@@ -194,8 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a models/<usecase>/<version> folder (default: models:/<usecase>@champion)")
     serve.add_argument("--operating-point", choices=OPERATING_POINTS, help=OPERATING_POINT_HELP)
     serve.add_argument("--port", type=int, default=5001, help="default 5001")
-    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="default 127.0.0.1 (loopback only); anything else is reachable from other machines")
     serve.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default: one per core, up to 4)")
+    serve.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                       help=f"answer a request body over MB megabytes with 413, unread (default {DEFAULT_MAX_BODY_MB:g})")
     serve.add_argument("--format", choices=EXPORT_FORMATS, default="savedmodel",
                        help="savedmodel (default), or the version's verified litert (int8) or onnx file, made by `export --format`")
 
@@ -204,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "of a CSV/Parquet table, with a registered model through mlflow.pyfunc.spark_udf; write "
                              "Parquet (path or row, probabilities, label, model_version, error).")
     score.add_argument("usecase", help="a use case name (see `list`)")
-    score.add_argument("--input", required=True, metavar="DIR|FILE", help="a folder of images, or a .csv/.parquet table (any path Spark reads)")
+    score.add_argument("--input", required=True, metavar="DIR|FILE",
+                       help="a folder of images, or a .csv/.parquet table (any path Spark reads)")
     score.add_argument("--output", required=True, metavar="OUT.parquet", help="where to write the scores (a Parquet folder, replaced)")
     score.add_argument("--model", metavar="REF", help="models:/<usecase>@<alias>, models:/<usecase>/<version> or runs:/<run>/model "
                        "(default: models:/<usecase>@champion)")
@@ -244,7 +255,8 @@ def cmd_list(names_only: bool = False) -> int:
         augmentation = ", ".join(spec.model.augmentation) or "none"
         views = ", ".join(spec.model.test_time_augmentation) or "none"
         print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
-        print(f"  {'':<10} augmentation: {augmentation}; test-time views: {views}; {spec.train.epochs} epochs, batch {spec.train.batch_size}")
+        print(f"  {'':<10} augmentation: {augmentation}; test-time views: {views}; "
+              f"{spec.train.epochs} epochs, batch {spec.train.batch_size}")
     for task in sorted({entry.task for entry in BUILDERS.values()}):
         usecases = ", ".join(spec.name for spec in all_specs() if spec.task == task)
         print(f"\nmodel builders for {usecases} (--set model.builder=NAME):")
@@ -286,7 +298,7 @@ def run(args) -> int:
         return cmd_list(args.names)
     if args.verb == "serve":
         serve(args.usecase, args.model, port=args.port, host=args.host, operating_point=args.operating_point, fmt=args.format,
-              **({"workers": args.workers} if args.workers else {}))
+              max_body_mb=args.max_body_mb, **({"workers": args.workers} if args.workers else {}))
         return 0  # not reached: serve() replaces this process with the server
     if args.verb == "promote":
         folder = promote(get_spec(args.usecase), args.version, args.reason)
@@ -330,7 +342,6 @@ def run(args) -> int:
         # (32, 32, 9), cv_folds ranks by the CV mean.
         print(json.dumps(get_task(spec.task).prepare(spec).to_dict(), indent=2, default=str))
         return 0
-
 
     configure_environment()
 

@@ -258,7 +258,8 @@ def gate(spec, registered: str | None, model_dir: Path) -> dict:
 def say_where_exported(spec, summary: dict) -> None:
     if "exported_to" in summary:
         registered = summary.get("registered_version")
-        say(f"[{spec.name}] SavedModel: {summary['exported_to']}" + (f" (registered as '{spec.name}' version {registered})" if registered else ""))
+        say(f"[{spec.name}] SavedModel: {summary['exported_to']}"
+            + (f" (registered as '{spec.name}' version {registered})" if registered else ""))
     if "alias" in summary:
         say(f"[{spec.name}] registry alias: {summary['alias']} ({summary['alias_reason']})")
 
@@ -415,7 +416,6 @@ def run_evaluate(spec, model_dir: str | None = None, out_dir: str | None = None,
 
     import_keras()
     import tensorflow as tf
-
 
     folder = resolve_model_dir(spec.name, model_dir)
     metadata = saved_model.read_metadata(folder)

@@ -69,7 +69,8 @@ def _write(folder: Path, x: np.ndarray, y: np.ndarray, names: list[str], suffix:
             turned = picture.rotate(90 * (copy % 4))
             if copy // 4 % 2:
                 turned = turned.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            turned.save(folder / name / f"{index:04d}{'' if copy == 0 else f'-{copy}'}.{suffix}", **({"quality": 92} if suffix == "jpg" else {}))
+            turned.save(folder / name / f"{index:04d}{'' if copy == 0 else f'-{copy}'}.{suffix}",
+                        **({"quality": 92} if suffix == "jpg" else {}))
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 

@@ -1,5 +1,7 @@
-"""Every test runs against its own MLflow store, models folder and download cache (under
-pytest's tmp_path), so tests never touch the user's mlflow.db or models/."""
+"""Every test runs against its own MLflow store, models, reports and data folders (under
+pytest's tmp folders), so the suite never reads or writes the checkout's mlflow.db, mlruns/,
+mlartifacts/, models/ or reports/: `make demo` then `make test` gives the same answers as
+`make test` in a fresh clone. The session checks at its end that those stores are untouched."""
 
 from __future__ import annotations
 
@@ -17,12 +19,66 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# What a run writes in a checkout (the defaults of pipelines.core.paths and the tracker): no
+# test may read or write any of it. models/pretrained/ is committed and only read.
+CHECKOUT_STORES = ("mlflow.db", "mlflow.db.lock", "mlruns", "mlartifacts", "models", "reports", "data/raw", "data/cache",
+                   "usecases")
+
+
+def store_environment(root: Path) -> dict[str, str]:
+    """The variables that move every store a run touches into `root`."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models"),
+            "PIPELINES_DATA_ROOT": str(root / "data"), "PIPELINES_REPORTS_ROOT": str(root / "reports"),
+            "PIPELINES_USECASES_DIR": str(root / "usecases")}
+
+
+def checkout_snapshot() -> dict[str, tuple[int, int]]:
+    """Size and mtime of everything under the checkout's stores (a folder's mtime changes when
+    an entry is added or removed in it)."""
+    seen = {}
+    for name in CHECKOUT_STORES:
+        top = REPO / name
+        if not top.exists():
+            continue
+        for path in [top, *(top.rglob("*") if top.is_dir() else [])]:
+            stat = path.lstat()
+            seen[str(path.relative_to(REPO))] = (stat.st_size, stat.st_mtime_ns)
+    return seen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_stores(tmp_path_factory):
+    """The session's stores, in place of the checkout's and of whatever the shell points at (a
+    user's MLFLOW_TRACKING_URI may be the team's server); then: were the checkout's touched?"""
+    before = checkout_snapshot()
+    environment = store_environment(tmp_path_factory.mktemp("session-stores"))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        yield environment
+    after = checkout_snapshot()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, (f"the suite touched the checkout's stores (a test without its own store, or something else "
+                         f"writing there meanwhile): {', '.join(changed[:20])}")
+
+
+@pytest.fixture(autouse=True)
+def own_stores(session_stores, tmp_path_factory, monkeypatch):
+    """A fresh store of each kind for every test. A variable that a wider fixture already moved
+    (`trained_once`: a module's shared run) is left as that fixture set it."""
+    root = tmp_path_factory.mktemp("stores")
+    for name, value in store_environment(root).items():
+        if os.environ.get(name) == session_stores[name]:
+            monkeypatch.setenv(name, value)
+    return root
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Point tracking, models and downloads at tmp_path; returns that folder."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("PIPELINES_MODELS_ROOT", str(tmp_path / "models"))
-    monkeypatch.setenv("PIPELINES_DATA_ROOT", str(tmp_path / "data"))
+    """Point tracking, models, reports and downloads at tmp_path itself (for a test that looks
+    there, e.g. at tmp_path / "models"); returns that folder."""
+    for name, value in store_environment(tmp_path).items():
+        monkeypatch.setenv(name, value)
     return tmp_path
 
 
@@ -31,6 +87,19 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+# Lines a user can do nothing about (issue 24): TensorFlow's C++ start-up banner, MLflow's advice
+# to type-hint the served model's predict, setuptools' editable-install notice.
+KNOWN_NOISE = ("oneDNN custom operations are on", "absl::InitializeLog", "Add type hints to the `predict` method",
+               "Please be careful with folders in your working directory")
+
+
+def assert_quiet(stderr: str) -> None:
+    """No known-harmless noise and no Python warning at all in a command's stderr."""
+    for noise in KNOWN_NOISE:
+        assert noise not in stderr, f"{noise!r} in:\n{stderr[-3000:]}"
+    assert "Warning:" not in stderr and "WARNING:" not in stderr, stderr[-3000:]
 
 
 def run_cli(*args, env=None, timeout=600):
@@ -55,8 +124,7 @@ def trained_once(tmp_path_factory, usecase: str, overrides: dict):
     from pipelines.usecases.settings import apply_overrides
 
     root = tmp_path_factory.mktemp(usecase)
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PIPELINES_MODELS_ROOT": str(root / "models"),
-           "PIPELINES_DATA_ROOT": str(root / "data")}  # caches (HAM10000's resized images) too
+    env = store_environment(root)  # caches (HAM10000's resized images) and reports too
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

@@ -133,7 +133,8 @@ def test_views_the_spec_does_not_read_are_one_line(bundled, tmp_path, isolated):
     spec = apply_overrides(get_spec("cucumber"), {"data.data_dir": str(tmp_path / "p2")})
     with pytest.raises(PipelineError) as error:
         load(stacked_views(spec))
-    assert str(error.value) == f"{tmp_path / 'p2'} holds 3 view(s) of each object (9 channels) but the spec reads 1 (3 channels): --set data.views=3"
+    assert str(error.value) == (f"{tmp_path / 'p2'} holds 3 view(s) of each object (9 channels) "
+                                "but the spec reads 1 (3 channels): --set data.views=3")
     assert load(stacked_views(apply_overrides(spec, {"data.views": 3}))).train.x.shape == (69, 32, 32, 9)
     with pytest.raises(PipelineError, match=r"holds 1 view\(s\) of each object \(3 channels\) but the spec reads 3 \(9 channels\)"):
         load(stacked_views(apply_overrides(get_spec("cucumber"), {"data.source": "sample", "data.views": 3})))

@@ -198,3 +198,44 @@ def test_heart_is_ranked_by_its_cross_validated_auc(store):
     assert row(table, heart)["cv_keras_accuracy_mean"] == 0.85 and row(table, heart)["fit_seconds"] == 200.0
     assert pd.isna(row(table, heart)["test_balanced_accuracy"])  # not a heart metric
     assert pd.isna(row(table, store["ids"]["real"])["cv_keras_accuracy_mean"])
+
+
+def test_chart_labels_never_overlap_and_bounded_metrics_end_at_1():
+    """The demo's chart had legends on value labels in three of five panels and an axis to 1.2:
+    here every text and legend of a chart with near-1 scores, two data sets and a killed run is
+    drawn and no two of them overlap."""
+    import itertools
+
+    from pipelines.experiments.compare import Comparison, comparison_figure
+
+    rows = [("digits", "sample c3f4e979", "test_accuracy", "demo", 0.979, True, "champion", "FINISHED"),
+            ("digits", "sample c3f4e979", "test_accuracy", "class_weights=0.5 dropout=0.2", 0.961, False, "", "FINISHED"),
+            ("digits", "full 0f0f0f0f0f0f", "test_accuracy", "full data", 0.9921, True, "", "FINISHED"),
+            ("clothing", "sample 81b2aa10", "test_accuracy", "demo", 0.801, True, "champion", "FINISHED"),
+            ("skin", "sample 5d6e7f80", "test_balanced_point_balanced_accuracy", "demo", 0.4213, True, "champion", "FINISHED"),
+            ("skin", "sample 5d6e7f80", "test_balanced_point_balanced_accuracy", "killed", None, False, "", "KILLED"),
+            ("heart", "cleveland 0a9b8c7d", "cv_keras_roc_auc_mean", "demo", 0.9012, True, "champion", "FINISHED"),
+            ("cucumber", "sample 11e5715b", "cv_accuracy_mean", "demo", 0.3204, True, "champion", "FINISHED")]
+    table = pd.DataFrame([dict(usecase=u, data=d, ranking_metric=m, run_name=n, run_id=f"{i:032x}", score=s, best=b,
+                               aliases=a, status=st) for i, (u, d, m, n, s, b, a, st) in enumerate(rows)])
+    figure = comparison_figure(Comparison(table, [], [], "sqlite:///test"))
+    renderer = figure.canvas.get_renderer()
+    boxes = []
+    for axis in figure.axes:
+        # The right-hand twin of a panel (the values) shares its x axis: its x labels are the panel's.
+        texts = [axis.title, *axis.get_yticklabels(), *(axis.get_xticklabels() if axis.get_title() else [])]
+        boxes += [(text.get_text(), text.get_window_extent(renderer)) for text in texts if text.get_text() and text.get_visible()]
+        if axis.get_legend() is not None:
+            boxes.append(("legend", axis.get_legend().get_window_extent(renderer)))
+    for (first, a), (second, b) in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), f"{first!r} overlaps {second!r}"
+    assert {"0.9790 best @champion", "0.9921 best", "no score KILLED, not ranked"} <= {text for text, _ in boxes}
+    panels = [axis for axis in figure.axes if axis.get_title()]
+    assert len(panels) == 5 and all(axis.get_xlim() == (0.0, 1.0) for axis in panels)
+    _pyplot_close(figure)
+
+
+def _pyplot_close(figure):
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

@@ -1,7 +1,7 @@
 """The walkthrough pages in docs/ run end to end: every `make` and `python` command in their
 shell blocks runs as written, in order, for real (the other pages' commands are checked for a
-recipe and a parse by tests/test_readme.py, since they train on full data sets or serve for hours): in a scratch home folder (`~`) with its own
-use-case folder, MLflow store, models, reports and caches, so nothing in the checkout changes.
+recipe and a parse by tests/test_readme.py, since they train on full data sets or serve for hours): in a scratch home folder (`~`)
+with its own use-case folder, MLflow store, models, reports and caches, so nothing in the checkout changes.
 A command that serves (`make serve-NAME`) is checked for its recipe, then served for real on a
 free port and sent a request."""
 

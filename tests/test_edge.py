@@ -171,7 +171,8 @@ def test_table_models_are_refused_before_any_work_saying_why(tmp_path):
 
 def test_export_verb_refuses_mixed_options_in_one_line():
     result = run_cli("export", "digits", "--format", "litert", "--checkpoint", "x.keras")
-    assert result.returncode == 2 and result.stderr.strip() == "error: --format litert converts a published version (--model REF), not a --checkpoint"
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --format litert converts a published version (--model REF), not a --checkpoint"
     result = run_cli("export", "digits", "--model", "models/digits/1")
     assert result.returncode == 2 and "--format litert or onnx" in result.stderr
 

@@ -69,7 +69,8 @@ def test_init_writes_what_it_found(cancer, initialised):
     assert 'positive_class = "malignant"' in text and "input_shape = [31]" in text
     assert "cv_folds = 5" in text and 'builder = "tabular_mlp"' in text
     again = run_cli("init", "cancer", "--table", str(cancer["csv"]), "--target", "diagnosis", env=cancer["env"])
-    assert again.returncode == 2 and again.stderr.strip().endswith("init never overwrites a use-case file: choose another name or remove it")
+    assert again.returncode == 2
+    assert again.stderr.strip().endswith("init never overwrites a use-case file: choose another name or remove it")
     assert path.read_text() == text
 
 

@@ -110,7 +110,8 @@ def test_another_size_of_dermamnist_arrays_needs_medmnist_plus_or_the_jpegs(bund
     assert "HAM10000 JPEGs" in str(error.value) and "dermamnist_128.npz" in str(error.value)
     # MedMNIST+ names its larger copies dermamnist_<size>.npz: each size reads its own file.
     for name, side in (("dermamnist.npz", 28), ("dermamnist_64.npz", 64)):
-        np.savez(tmp_path / name, **{f"{s}_images": resize_images(getattr(bundled, s).x[:20], (side, side, 3)) for s in ("train", "val", "test")},
+        np.savez(tmp_path / name,
+                 **{f"{s}_images": resize_images(getattr(bundled, s).x[:20], (side, side, 3)) for s in ("train", "val", "test")},
                  **{f"{s}_labels": getattr(bundled, s).y[:20].reshape(-1, 1) for s in ("train", "val", "test")})
     assert read_folder(tmp_path, at_size(28), "data_dir").train.x.shape[1:] == (28, 28, 3)
     at_64 = read_folder(tmp_path, at_size(64), "data_dir")

@@ -25,7 +25,8 @@ METRIC = "test_accuracy"
         (Candidate("1", 0.11, "a", chance=0.114), None, CHALLENGER, "not better than chance (0.1140)"),
         (Candidate("2", 0.95, "a", chance=0.114), Candidate("1", 0.9, "a"), CHAMPION, ">= champion v1's"),
         # A champion without this metric was measured another way (cross-validated vs held out): never compared.
-        (Candidate("2", 0.95, "a"), Candidate("1", None, "a"), CHALLENGER, "champion v1 logged no test_accuracy: it was measured another way"),
+        (Candidate("2", 0.95, "a"), Candidate("1", None, "a"), CHALLENGER,
+         "champion v1 logged no test_accuracy: it was measured another way"),
     ],
 )
 def test_decide(new, champion, alias, reason):
@@ -126,3 +127,42 @@ def sample_png(folder):
         with np.load(REPO / "data" / "samples" / "digits" / "test.npz") as sample:
             Image.fromarray(sample["x"][0]).save(path)
     return path
+
+
+def test_a_models_root_alone_never_answers_with_the_default_stores_champion(two_runs, tmp_path):
+    """The issue's `make demo` then `make test`: a checkout whose default mlflow.db has a champion
+    exported elsewhere, and PIPELINES_MODELS_ROOT pointing at an empty folder. The checkout is a
+    copy of the package beside a copy of a real store (its default store, MLFLOW_TRACKING_URI
+    unset), so the real checkout's mlflow.db is never read."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "pipelines", checkout / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(two_runs["root"] / "mlflow.db", checkout / "mlflow.db")
+    image = str(sample_png(two_runs["root"]))
+    unnamed = {name: value for name, value in os.environ.items() if name != "MLFLOW_TRACKING_URI"}
+
+    def predict(**env):
+        return subprocess.run([sys.executable, "-m", "pipelines", "predict", "digits", "--json", image], cwd=checkout,
+                              capture_output=True, text=True, timeout=300, env={**unnamed, **env})
+
+    empty = tmp_path / "empty-models"
+    result = predict(PIPELINES_MODELS_ROOT=str(empty))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"sqlite:///{checkout / 'mlflow.db'}" in result.stderr  # the copy's default store was asked
+    assert "outside PIPELINES_MODELS_ROOT" in result.stderr and "run `make train-digits` first or pass --model DIR" in result.stderr
+
+    # The champion lies under the models root given: the default store's registry answers.
+    result = predict(PIPELINES_MODELS_ROOT=str(two_runs["root"] / "models"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"].startswith(str(two_runs["root"] / "models" / "digits"))
+
+    # The user names the store: its champion wins over the (empty) models root.
+    result = predict(PIPELINES_MODELS_ROOT=str(empty), MLFLOW_TRACKING_URI=f"sqlite:///{checkout / 'mlflow.db'}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"].startswith(str(two_runs["root"] / "models" / "digits"))

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, trained_once
+from conftest import REPO, assert_quiet, run_cli, trained_once
 
 DIGITS_FAST = {"data.source": "sample", "train.epochs": 1, "data.train_limit": 400}
 HEART_FAST = {"validation.cv_repeats": 1, "validation.cv_folds": 2, "tabular.external_validation": False, "train.epochs": 5}
-README = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])  # the curl lines of the README and docs/
+# The curl lines of the README and docs/.
+README = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 
 
 # Helpers
@@ -37,14 +38,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(usecase: str, model: str | None, env: dict, log: Path, startup_seconds: float = 120):
+def running_server(usecase: str, model: str | None, env: dict, log: Path, startup_seconds: float = 120, options=()):
     """`python -m pipelines serve` (the champion when `model` is None) in its own process group;
-    yields `post(body)`; always stopped."""
+    yields `post(body)` (its `.port` the server's); always stopped."""
     port = free_port()
     with open(log, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipelines", "serve", usecase, *(["--model", model] if model else []),
-             "--port", str(port), "--workers", "1"],
+             "--port", str(port), "--workers", "1", *options],
             cwd=REPO, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -56,7 +57,11 @@ def running_server(usecase: str, model: str | None, env: dict, log: Path, startu
                 if request(port, "GET", "/ping")[0] == 200:
                     break
             time.sleep(0.5)
-        yield lambda body, content_type="application/json": request(port, "POST", "/invocations", body, content_type)
+        def post(body, content_type="application/json"):
+            return request(port, "POST", "/invocations", body, content_type)
+
+        post.port = port
+        yield post
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -150,57 +155,127 @@ def test_model_folder_resolves_to_its_runs_logged_model(digits):
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
 
 
-def test_digits_server_answers_class_names_and_refuses_bad_requests(digits, tmp_path):
+@pytest.fixture(scope="module")
+def digits_server(digits, tmp_path_factory):
+    """One digits server (the champion) for the module's tests: each start costs ~15 s. Its body
+    limit is 3 MB: above the largest batch the model takes (1,024 zero images, ~2.4 MB of JSON)."""
+    log = tmp_path_factory.mktemp("digits-server") / "server.log"
+    with running_server("digits", None, digits["env"], log, options=("--max-body-mb", "3")) as post:
+        post.log = log
+        yield post
+
+
+def test_digits_server_answers_class_names_and_refuses_bad_requests(digits, digits_server):
     from pipelines.data.loaders import load_dataset
 
     class_names = [str(name) for name in digits["spec"].class_names]
     images = load_dataset(digits["spec"]).test.x[:3].tolist()
     good = {"inputs": images[:1]}
-    with running_server("digits", None, digits["env"], tmp_path / "server.log") as post:  # the champion
-        # Good requests: both request forms, batch 1 and a few; the README's own body too.
-        for body, rows in [({"inputs": images[:1]}, 1), ({"instances": images[:1]}, 1),
-                           ({"inputs": images}, 3), ({"instances": images}, 3)]:
-            status, text = post(body)
-            assert status == 200, text[:300]
-            assert_probabilities(json.loads(text)["predictions"], class_names, rows)
-        readme_bodies = readme_curl_bodies("digit")
-        assert readme_bodies, "the README shows no digits curl request"
-        for body in readme_bodies:
-            status, text = post(body)
-            assert status == 200, text[:300]
-            assert_probabilities(json.loads(text)["predictions"], class_names, 1)
-
-        one_image = images[0]
-        bad = {
-            # Our wrapper's checks: one-line reasons.
-            "floats, scaled to [0, 1]": ({"inputs": [[[v / 255 for v in row] for row in one_image]]}, "floats"),
-            "integral floats": ({"inputs": [[[float(v) for v in row] for row in one_image]]}, "floats"),
-            "a value above 255": ({"inputs": [[[256] * 28] + one_image[1:]]}, "outside uint8"),
-            "a negative value": ({"inputs": [[[-1] * 28] + one_image[1:]]}, "outside uint8"),
-            "strings": ({"inputs": [[["a"] * 28] * 28]}, "strings"),
-            "booleans": ({"inputs": [[[True] * 28] * 28]}, "true/false"),
-            "null": ({"inputs": None}, "nulls"),
-            "no batch dimension": ({"inputs": one_image}, "wrong rank"),
-            "rank 4": ({"inputs": [[one_image]]}, "wrong rank"),
-            "wrong shape": ({"inputs": [one_image[:27]]}, "wrong shape"),
-            "empty batch": ({"inputs": []}, "empty batch"),
-            "oversized batch": ({"inputs": [[[0] * 28] * 28] * 1025}, "exceeds the limit of 1024"),
-            "a table instead of images": ({"dataframe_split": {"columns": ["a"], "data": [[1]]}}, "not as a table"),
-            # MLflow's own parsing answers these with 4xx already.
-            "invalid JSON": ('{"inputs": [[1, 2', None),
-            "a JSON list": ("[1, 2]", None),
-            "unknown key": ({"images": images[:1]}, None),
-            "both keys": ({"inputs": images[:1], "instances": images[:1]}, None),
-            "ragged lists": ({"inputs": [[[0] * 28] * 27 + [[0] * 5]]}, None),
-        }
-        for what, (body, reason) in bad.items():
-            message = assert_client_error(*post(body), what)
-            if reason:
-                assert reason in message and "\n" not in message, f"{what}: {message!r}"
-        assert_client_error(*post(json.dumps(good), content_type="text/plain"), "wrong content type")
-
-        status, text = post(good)  # the server survived all of that
+    post = digits_server
+    # Good requests: both request forms, batch 1 and a few; the README's own body too.
+    for body, rows in [({"inputs": images[:1]}, 1), ({"instances": images[:1]}, 1),
+                       ({"inputs": images}, 3), ({"instances": images}, 3)]:
+        status, text = post(body)
         assert status == 200, text[:300]
+        assert_probabilities(json.loads(text)["predictions"], class_names, rows)
+    readme_bodies = readme_curl_bodies("digit")
+    assert readme_bodies, "the README shows no digits curl request"
+    for body in readme_bodies:
+        status, text = post(body)
+        assert status == 200, text[:300]
+        assert_probabilities(json.loads(text)["predictions"], class_names, 1)
+
+    one_image = images[0]
+    bad = {
+        # Our wrapper's checks: one-line reasons.
+        "floats, scaled to [0, 1]": ({"inputs": [[[v / 255 for v in row] for row in one_image]]}, "floats"),
+        "integral floats": ({"inputs": [[[float(v) for v in row] for row in one_image]]}, "floats"),
+        "a value above 255": ({"inputs": [[[256] * 28] + one_image[1:]]}, "outside uint8"),
+        "a negative value": ({"inputs": [[[-1] * 28] + one_image[1:]]}, "outside uint8"),
+        "strings": ({"inputs": [[["a"] * 28] * 28]}, "strings"),
+        "booleans": ({"inputs": [[[True] * 28] * 28]}, "true/false"),
+        "null": ({"inputs": None}, "nulls"),
+        "no batch dimension": ({"inputs": one_image}, "wrong rank"),
+        "rank 4": ({"inputs": [[one_image]]}, "wrong rank"),
+        "wrong shape": ({"inputs": [one_image[:27]]}, "wrong shape"),
+        "empty batch": ({"inputs": []}, "empty batch"),
+        "oversized batch": ({"inputs": [[[0] * 28] * 28] * 1025}, "exceeds the limit of 1024"),
+        "a table instead of images": ({"dataframe_split": {"columns": ["a"], "data": [[1]]}}, "not as a table"),
+        # The guard (pipelines/serving/guarded_app.py) or MLflow answers these with 4xx.
+        "invalid JSON": ('{"inputs": [[1, 2', None),
+        "a JSON list": ("[1, 2]", None),
+        "unknown key": ({"images": images[:1]}, None),
+        "both keys": ({"inputs": images[:1], "instances": images[:1]}, None),
+        "ragged lists": ({"inputs": [[[0] * 28] * 27 + [[0] * 5]]}, None),
+    }
+    for what, (body, reason) in bad.items():
+        message = assert_client_error(*post(body), what)
+        if reason:
+            assert reason in message and "\n" not in message, f"{what}: {message!r}"
+    assert_client_error(*post(json.dumps(good), content_type="text/plain"), "wrong content type")
+
+    status, text = post(good)  # the server survived all of that
+    assert status == 200, text[:300]
+
+
+def raw_exchange(port: int, head: bytes, chunks=()) -> tuple[int, float]:
+    """Send `head` (request line and headers) and `chunks` on a raw socket; the status and seconds
+    until the answer's first line: for bodies http.client cannot send (declared but never sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        start = time.monotonic()
+        sock.sendall(head)
+        with contextlib.suppress(OSError):  # the server may close once it has answered
+            for chunk in chunks:
+                sock.sendall(chunk)
+        first = sock.recv(200).split(b"\r\n", 1)[0]
+        return int(first.split()[1]), time.monotonic() - start
+
+
+def test_hostile_bodies_get_4xx_cheaply_and_the_server_lives_on(digits_server):
+    """Measured before the guard: 100,000 nested lists answered 500, a 48 MB body was parsed for 9 s."""
+    post, port = digits_server, digits_server.port
+    head = b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    timings = {}
+
+    # Over the size limit: 413 from the Content-Length alone, the body never read (nor even sent).
+    status, timings["50 MB declared, not sent"] = raw_exchange(port, head + b"Content-Length: 50000000\r\n\r\n")
+    assert status == 413
+    status, timings["50 MB declared, Expect: 100-continue"] = raw_exchange(
+        port, head + b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+    assert status == 413
+    # Sent whole by a client that does not wait for an answer (http.client): it still reads the 413.
+    start = time.monotonic()
+    status, text = post(json.dumps({"inputs": [[[0] * 28] * 28] * 1800}))  # 4.2 MB
+    timings["4 MB sent"] = time.monotonic() - start
+    assert status == 413 and "limit of 3 MB" in assert_client_error(status, text, "4 MB")
+    # Chunked (no Content-Length): refused as soon as the count passes the limit.
+    chunk = b"[" + b"0," * 500_000 + b"0]"
+    status, timings["chunked, 4 MB"] = raw_exchange(
+        port, head + b"Transfer-Encoding: chunked\r\n\r\n", [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 4 + [b"0\r\n\r\n"])
+    assert status == 413
+
+    # JSON Python's parser refuses: 400 with one line, before MLflow echoes the body back.
+    unparseable = {
+        "nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        "an integer of 5,000 digits": ('{"inputs": [' + "9" * 5000 + "]}", "4300 digits"),
+        "not UTF-8": (b'{"inputs": "\xff"}', "not valid JSON"),
+        "cut short": ('{"inputs": [[1, 2', "not valid JSON"),
+    }
+    for what, (body, reason) in unparseable.items():
+        start = time.monotonic()
+        status, text = post(body)
+        timings[what] = time.monotonic() - start
+        assert status == 400, f"{what}: HTTP {status} {text[:200]}"
+        message = json.loads(text)["message"]
+        assert reason in message and "\n" not in message, f"{what}: {message!r}"
+
+    print("hostile bodies, seconds to the answer:", {what: round(seconds, 3) for what, seconds in timings.items()})
+    assert max(timings.values()) < 5, timings  # the 4 MB sent whole included; before: 9 s for 48 MB
+    status, text = post({"inputs": [[[0] * 28] * 28]})
+    assert status == 200, text[:300]
+    log = digits_server.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert_quiet(log)  # a worker prints neither TensorFlow's C++ start-up lines nor MLflow's type-hint advice
 
 
 def test_heart_server_takes_named_raw_columns(heart, tmp_path):

@@ -165,7 +165,12 @@ KEYS = sorted({key for usecase in USECASES for key in flatten(get_spec(usecase))
 @given(
     usecase=st.sampled_from(USECASES),
     key=st.sampled_from(KEYS) | st.text(max_size=12),
-    value=st.one_of(st.text(max_size=12), st.integers().map(str), st.floats().map(str), st.sampled_from(["none", "true", "1,2", "[1, 2]", "(", "nan", "-0"])),
+    value=st.one_of(
+        st.text(max_size=12),
+        st.integers().map(str),
+        st.floats().map(str),
+        st.sampled_from(["none", "true", "1,2", "[1, 2]", "(", "nan", "-0"]),
+    ),
 )
 def test_no_override_reaches_a_traceback(usecase, key, value):
     """Whatever `--set key=value` a user types, `show` answers with the spec or a one-line error."""

@@ -32,7 +32,8 @@ def test_train_limit_is_stratified():
 def test_val_fraction_zero_trains_on_all_of_train_and_fits_without_validation():
     from pipelines.training.fit import train
 
-    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.epochs": 1})
+    spec = apply_overrides(get_spec("digits"),
+                           {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.epochs": 1})
     dataset = load_dataset(spec)
     assert len(dataset.train) == 256 and len(dataset.val) == 0 and "trained on all of train" in dataset.val_origin
     result = train(spec, dataset)
@@ -45,6 +46,7 @@ def test_early_stopping_without_validation_is_refused():
     from pipelines.core.errors import UsageError
     from pipelines.training.fit import train
 
-    spec = apply_overrides(get_spec("digits"), {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.early_stopping_patience": 2})
+    spec = apply_overrides(get_spec("digits"),
+                           {"data.source": "sample", "data.val_fraction": 0, "data.train_limit": 256, "train.early_stopping_patience": 2})
     with pytest.raises(UsageError, match="early stopping watches val_accuracy, so it needs validation data"):
         train(spec, load_dataset(spec))

@@ -27,7 +27,7 @@ def configure_environment() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Redirect fd 2 for the duration (C++ log lines bypass Python's sys.stderr).
     If the block fails, what was written is replayed so no real error is lost."""
     sys.stderr.flush()
@@ -51,7 +51,7 @@ def import_keras():
     configure_environment()
     if "keras" in sys.modules:
         return sys.modules["keras"]
-    with _quiet_stderr():
+    with quiet_stderr():
         # Under other backends TensorFlow still serves tf.data and SavedModel export when present.
         if os.environ["KERAS_BACKEND"] == "tensorflow" or has_tensorflow():
             import tensorflow  # noqa: F401  (its import prints the banner we hide)

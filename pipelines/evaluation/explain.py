@@ -41,7 +41,8 @@ def _head(network, feature):
     """The layers after the feature layer: a chain (pool, dropout, classifier) in every builder."""
     layers = _layers(network)
     head = layers[layers.index(feature) + 1 :]
-    branched = [layer.name for layer in head if isinstance(layer._inbound_nodes[-1].input_tensors, (list, tuple)) and len(layer._inbound_nodes[-1].input_tensors) > 1]
+    branched = [layer.name for layer in head
+                if isinstance(layer._inbound_nodes[-1].input_tensors, (list, tuple)) and len(layer._inbound_nodes[-1].input_tensors) > 1]
     if branched:
         raise ValueError(f"Grad-CAM needs a chain of layers after {feature.name!r}; {branched} take several inputs")
     return head

@@ -25,11 +25,14 @@ def render(spec, metadata: dict, report: dict) -> str:
 {spec.description}
 
 ## Model
-- Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
+- Builder `{spec.model.builder}` with {spec.model.params or "default parameters"}; \
+augmentation during training: {", ".join(spec.model.augmentation) or "none"}.
 - Test-time augmentation: {_views(spec)}.
-- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255{_stacked(spec)}; scaling happens inside the model.
+- Input: `{metadata["input_dtype"]}` tensor `[batch, {shape}]` named `image`, raw pixels 0-255{_stacked(spec)}; \
+scaling happens inside the model.
 - Output: probabilities over {spec.num_classes} classes: {", ".join(spec.class_names)}.
-- Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
+- Trained {metadata["epochs_run"]} epochs, seed {spec.train.seed}; \
+MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
 
 ## Data
 - Source: {metadata["data_origin"]} (`{spec.data.loader}`), sha256 of the files used `{metadata["data_sha256"]}`.

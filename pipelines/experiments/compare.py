@@ -108,7 +108,6 @@ def search_runs(usecases: list[str], last: int | None = None, filter_string: str
     (`mlflow.search_runs` columns plus `usecase`, `version` and `aliases`)."""
     import pandas as pd
 
-
     uri = tracking_uri()
     if not store_exists():  # say so instead of creating an empty store
         raise PipelineError(f"no MLflow runs yet ({uri} does not exist): train first, e.g. `make demo`")
@@ -179,7 +178,6 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
                      filter_string: str | None = None) -> Comparison:
     """Read the runs and build the comparison table (nothing printed or written)."""
     import pandas as pd
-
 
     specs = {name: get_spec(name) for name in (usecases or USECASES)}  # unknown names: UsageError
     if last is not None and last < 1:
@@ -366,26 +364,42 @@ def csv_frame(comparison: Comparison):
 
 
 def plot_comparison(comparison: Comparison, path: Path) -> Path:
+    """Write `comparison_figure` to `path` (PNG); returns the path."""
+    figure = comparison_figure(comparison)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    _pyplot().close(figure)
+    return path
+
+
+def comparison_figure(comparison: Comparison):
     """Ranking metric per run, a panel per use case, bars coloured by data set; the best run of a
-    data set has a thick black edge, the registry's champion a hatched bar."""
+    data set has a thick black edge, the registry's champion a hatched bar.
+
+    Nothing is drawn over anything else, at any score: each bar's value and notes are the tick
+    labels of a right-hand axis (outside the bars), the data set is named in the panel's title
+    when there is one, and in a legend under the panel when there are several. A metric bounded
+    by 1 gets an axis from 0 to 1 (no empty 1.0-1.2 stretch)."""
     import pandas as pd
     from matplotlib.patches import Patch
-
 
     plt = _pyplot()
     table = comparison.table
     usecases = list(dict.fromkeys(table["usecase"]))
-    heights = [max(1.2, 0.35 * (table["usecase"] == u).sum() + 0.8) for u in usecases]
-    figure, axes = plt.subplots(len(usecases), 1, figsize=(9, sum(heights)), squeeze=False,
-                                gridspec_kw={"height_ratios": heights})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for axis, usecase in zip(axes[:, 0], usecases):
+    panels = []
+    for usecase in usecases:
         rows = table[table["usecase"] == usecase].iloc[::-1]  # newest at the top
         several = rows["ranking_metric"].nunique() > 1  # then a colour is a data set and a metric
         keys = rows["data"] + (" by " + rows["ranking_metric"] if several else "")
-        datasets = list(dict.fromkeys(keys.iloc[::-1]))
-        labels = [f"{name[:20]} {run_id[:8]}" for name, run_id in zip(rows["run_name"], rows["run_id"])]
-        positions = range(len(rows))
+        panels.append((usecase, rows, keys, list(dict.fromkeys(keys.iloc[::-1]))))
+    # A legend row under a panel with several data sets: ~0.3 inch more.
+    heights = [max(1.2, 0.35 * len(rows) + 0.8) + (0.3 if len(datasets) > 1 else 0) for _, rows, _, datasets in panels]
+    figure, axes = plt.subplots(len(usecases), 1, figsize=(9, sum(heights)), squeeze=False,
+                                gridspec_kw={"height_ratios": heights})
+    for axis, (usecase, rows, keys, datasets) in zip(axes[:, 0], panels):
+        positions = list(range(len(rows)))
+        values = []
         for position, (_, row), key in zip(positions, rows.iterrows(), keys):
             colour = colours[datasets.index(key) % len(colours)]
             champion = "champion" in str(row["aliases"]).split(",")
@@ -394,18 +408,27 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
             axis.barh(position, score, color=colour, alpha=1.0 if finished else 0.3, edgecolor="black",
                       linewidth=2.5 if row["best"] else 0, hatch="//" if champion else None)
             notes = ["best"] * bool(row["best"]) + ["@champion"] * champion + [f"{row['status']}, not ranked"] * (not finished)
-            text = "no score" if pd.isna(row["score"]) else f"{row['score']:.4f}"
-            axis.text(score, position, " " + " ".join([text, *notes]), va="center", fontsize=8)
-        axis.set_yticks(list(positions), labels, fontsize=8)
-        axis.set_xlim(0, 1.2 if rows["score"].max(skipna=True) <= 1 else None)
-        axis.set_title(f"{usecase}: {' / '.join(dict.fromkeys(rows['ranking_metric']))}", fontsize=10)
-        handles = [Patch(color=colours[i % len(colours)], label=data) for i, data in enumerate(datasets)]
-        axis.legend(handles=handles, fontsize=7, loc="lower right", title="data (ranked apart)", title_fontsize=7)
+            values.append(" ".join(["no score" if pd.isna(row["score"]) else f"{row['score']:.4f}", *notes]))
+        labels = [f"{name[:20]} {run_id[:8]}" for name, run_id in zip(rows["run_name"], rows["run_id"])]
+        axis.set_yticks(positions, labels, fontsize=8)
+        axis.set_ylim(-0.6, len(rows) - 0.4)
+        scores = rows["score"].dropna()
+        bounded = scores.empty or (scores.min() >= 0 and scores.max() <= 1)
+        axis.set_xlim(0, 1 if bounded else max(scores.max(), 0) * 1.05 or 1)
+        right = axis.twinx()  # the values, as tick labels beside the panel: never on a bar or a legend
+        right.set_ylim(axis.get_ylim())
+        right.set_yticks(positions, values, fontsize=8)
+        right.tick_params(axis="y", length=0)
+        metric = " / ".join(dict.fromkeys(rows["ranking_metric"]))
+        if len(datasets) == 1:
+            axis.set_title(f"{usecase}: {metric}  (data: {datasets[0]})", fontsize=10)
+        else:
+            axis.set_title(f"{usecase}: {metric}  (colours: data sets, ranked apart)", fontsize=10)
+            handles = [Patch(color=colours[i % len(colours)], label=data) for i, data in enumerate(datasets)]
+            axis.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28),
+                        ncol=min(len(datasets), 3), frameon=False)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def write_outputs(comparison: Comparison, out_dir: Path) -> list[Path]:

@@ -17,7 +17,6 @@ from pipelines.usecases.settings import apply_overrides, flatten
 def _logged_run(run_id: str):
     from mlflow.exceptions import MlflowException
 
-
     if not store_exists():
         raise PipelineError(f"no MLflow store at {tracking_uri()}: set MLFLOW_TRACKING_URI to the store that holds run '{run_id}'")
     client = mlflow_client()
@@ -33,7 +32,6 @@ def logged_data_sha256(run_id: str) -> str | None:
 
 def spec_of_run(run_id: str, usecase: str | None = None):
     import mlflow
-
 
     client, run = _logged_run(run_id)
     try:

@@ -50,7 +50,6 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
     """Export, verify and publish `model`; returns `models/<usecase>/<version>`."""
     import tensorflow as tf
 
-
     base = paths.usecase_models_dir(usecase)
     base.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(base)
@@ -63,7 +62,8 @@ def export_savedmodel(model, usecase: str, check_inputs, metadata: dict, toleran
         difference = float(np.max(np.abs(exported - expected)))
         if not np.isfinite(difference) or difference > tolerance:
             raise PipelineError(
-                f"exported model disagrees with the trained model (max |difference| {difference:.2e} > {tolerance:.0e}); nothing was published"
+                f"exported model disagrees with the trained model (max |difference| {difference:.2e} > {tolerance:.0e}); "
+                "nothing was published"
             )
         for name, content in (extra_files or {}).items():
             (staging / name).write_text(content)

@@ -1,10 +1,13 @@
 """`python -m pipelines serve <usecase>`: one registered model behind MLflow's scoring server.
 
 No home-made HTTP server: this resolves which MLflow model to serve, checks that it exists
-(so a typo is a one-line error, not a traceback from a server that then dies) and replaces
-itself with `mlflow models serve --env-manager local` (FastAPI on uvicorn). The MLflow model is
-`pipelines/export/mlflow_model.py` around the exported SavedModel (see that file): it answers with
-class names and refuses bad requests with HTTP 400.
+(so a typo is a one-line error, not a traceback from a server that then dies), fetches it as
+`mlflow models serve --env-manager local` does and replaces itself with uvicorn running MLflow's
+scoring server app (FastAPI) behind `pipelines/serving/guarded_app.py`, which refuses an
+oversized body with 413 before reading it and unparseable JSON with 400 (MLflow's server has no
+body limit; `mlflow models serve` cannot take a middleware, hence uvicorn directly). The MLflow
+model is `pipelines/export/mlflow_model.py` around the exported SavedModel (see that file): it
+answers with class names and refuses bad requests with HTTP 400.
 """
 
 from __future__ import annotations
@@ -19,16 +22,36 @@ from pipelines.core.errors import PipelineError, UsageError
 from pipelines.core.runtime import configure_environment
 from pipelines.evaluation.operating_points import check_point
 from pipelines.export.saved_model import read_metadata
-from pipelines.tracking.registry import parse_reference, resolve_model_dir
+from pipelines.tracking.registry import default_champion, parse_reference, resolve_model_dir
 from pipelines.tracking.tracker import mlflow_client, tracking_uri
 from pipelines.usecases import get_spec
 
+# The scoring server's contract with its app module (mlflow/pyfunc/scoring_server/app.py), as
+# mlflow.pyfunc.scoring_server.get_cmd sets it (a rename fails tests/test_serve.py, which starts real servers).
+SERVER_MODEL_PATH = "__pyfunc_model_path__"
+MAX_BODY_ENV = "PIPELINES_SERVE_MAX_BODY_BYTES"  # read by pipelines/serving/guarded_app.py
+# A few MB: a full batch (1,024) of 28x28 grey digits is 2.4-3.6 MB of JSON; of 28x28 RGB skin up to
+# 12 MB (split it, or raise --max-body-mb). Python parses JSON at roughly 10 MB/s here.
+DEFAULT_MAX_BODY_MB = 8.0
 DEFAULT_ALIAS = "champion"
 DEFAULT_PORT = 5001
 DEFAULT_HOST = "127.0.0.1"
 # One scoring process per core, up to 4 (each holds its own TensorFlow, ~0.7 GB): each has its
 # own GIL, so throughput grows with the workers up to the cores (docs/serving.md, `make bench-serve`).
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _fetch(model_uri: str) -> str:
+    """A local copy of the MLflow model, as `mlflow models serve` makes one before it starts uvicorn."""
+    if Path(model_uri).is_dir():
+        return model_uri
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    except Exception as exc:  # noqa: BLE001 - any store error means the same to the user
+        raise PipelineError(f"cannot fetch {model_uri} from {tracking_uri()} ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
 
 
 def default_reference(usecase: str) -> str:
@@ -55,8 +78,11 @@ def resolve_model_uri(usecase: str, reference: str | None) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-
-    reference = reference or default_reference(usecase)
+    if reference is None:
+        # The same champion `predict` answers with (pipelines.tracking.registry.default_champion):
+        # the registry's alias, or the models root's own champion folder, served through its run.
+        folder, from_registry = default_champion(usecase)
+        reference = default_reference(usecase) if from_registry else str(folder)
     client = mlflow_client()
     if reference.startswith("models:/"):
         name, kind, value = parse_reference(reference)
@@ -108,7 +134,8 @@ def _what_exists(client, name: str) -> str:
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     aliases = ", ".join(f"@{alias} = {version}" for alias, version in sorted((model.aliases or {}).items()))
     listed = ", ".join(map(str, versions[-10:])) or "none"
-    return f"versions: {listed}" + (f"; aliases: {aliases}" if aliases else "") + f"; e.g. --model models:/{name}/{versions[-1] if versions else 1}"
+    example = f"models:/{name}/{versions[-1] if versions else 1}"
+    return f"versions: {listed}" + (f"; aliases: {aliases}" if aliases else "") + f"; e.g. --model {example}"
 
 
 FORMATS = ("savedmodel", "litert", "onnx")
@@ -136,15 +163,18 @@ def edge_serving_model(usecase: str, reference: str | None, fmt: str) -> str:
     runtime = "onnxruntime" if fmt == "onnx" else "ai-edge-litert"
     mlflow.pyfunc.save_model(str(target), python_model=mlflow_model.__file__, artifacts={"edge": str(source)},
                              model_config=dict(mlflow_model.DEFAULT_CONFIG),
-                             pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in ("mlflow", "numpy", "pandas", runtime)])
+                             pip_requirements=[f"{name}=={importlib.metadata.version(name)}"
+                                               for name in ("mlflow", "numpy", "pandas", runtime)])
     return str(target)
 
 
 def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST,
-          workers: int = DEFAULT_WORKERS, operating_point: str | None = None, fmt: str = "savedmodel") -> None:
-    """Resolve, check, then exec `mlflow models serve` (never returns). `operating_point`
-    overrides the model's default decision rule (via MLflow's SERVING_MODEL_CONFIG); `fmt`
-    serves the version's verified LiteRT int8 or ONNX file instead of its SavedModel."""
+          workers: int = DEFAULT_WORKERS, operating_point: str | None = None, fmt: str = "savedmodel",
+          max_body_mb: float = DEFAULT_MAX_BODY_MB) -> None:
+    """Resolve, check, then exec uvicorn on MLflow's scoring server app (never returns).
+    `operating_point` overrides the model's default decision rule (via MLflow's
+    SERVING_MODEL_CONFIG); `fmt` serves the version's verified LiteRT int8 or ONNX file instead
+    of its SavedModel; a request body over `max_body_mb` is answered 413 unread."""
 
     get_spec(usecase)  # an unknown use case is a usage error
     if not 1 <= port <= 65535:
@@ -153,6 +183,8 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
         raise UsageError(f"--workers {workers}: at least 1")
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: choose {', '.join(FORMATS)}")
+    if not max_body_mb > 0:
+        raise UsageError(f"--max-body-mb {max_body_mb}: more than 0")
     configure_environment()
     model_uri = resolve_model_uri(usecase, reference) if fmt == "savedmodel" else edge_serving_model(usecase, reference, fmt)
     model_config = {}
@@ -165,7 +197,8 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
         print(f"warning: serving on {host}, reachable from other machines: the server has no authentication or TLS",
               file=sys.stderr)
 
-    bin_dir = Path(sys.executable).parent  # mlflow execs `uvicorn` from PATH
+    local_model = _fetch(model_uri)
+    bin_dir = Path(sys.executable).parent
     environment = {
         # uvicorn reads UVICORN_* settings from the environment: a log line per request costs
         # time under load and floods the terminal; UVICORN_ACCESS_LOG=true brings it back.
@@ -174,9 +207,11 @@ def serve(usecase: str, reference: str | None = None, port: int = DEFAULT_PORT, 
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": tracking_uri(),
         **model_config,
+        SERVER_MODEL_PATH: local_model,  # what mlflow.pyfunc.scoring_server.app loads in each worker
+        MAX_BODY_ENV: str(int(max_body_mb * 2**20)),
     }
-    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "-h", host, "-p", str(port), "-w", str(workers)]
+    command = [str(bin_dir / "uvicorn"), "--host", host, "--port", str(port), "--workers", str(workers),
+               "pipelines.serving.guarded_app:app"]
     print(f"serving {model_uri} at http://{host if ':' not in host else f'[{host}]'}:{port}/invocations "
           f"({workers} worker{'s' if workers > 1 else ''}); Ctrl-C stops it", file=sys.stderr, flush=True)
     sys.stdout.flush()

@@ -236,6 +236,7 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
     folds done are kept in the run's backup folder, so a run killed midway fits only the rest."""
 
     if has_tensorflow():
+        import_keras()  # the first TensorFlow import of a cross-validated run: quietly (its C++ start-up lines)
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")  # a model per fold: tf.function retracing notes are expected

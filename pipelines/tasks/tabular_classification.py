@@ -53,7 +53,8 @@ def fit_keras(spec, table, frame, y, seed: int):
     model = builder(frame, table.numeric, table.categorical, spec.num_classes, **spec.model.params)
     steps = int(np.ceil(len(frame) / spec.train.batch_size))
     schedule = learning_rate_schedule(spec, steps)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=spec.train.weight_decay) if spec.train.weight_decay else keras.optimizers.Adam(schedule)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=spec.train.weight_decay) if spec.train.weight_decay
+                 else keras.optimizers.Adam(schedule))
     # A whole epoch per call into the compiled step: these models are tiny, the Python
     # round trip per batch was most of the time. (For two classes, sparse cross-entropy on
     # [1 - p, p] is the binary cross-entropy of p.)
@@ -87,13 +88,16 @@ def baseline(spec, table):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-
     text = table.text_columns()
     codes = [c for c in table.categorical if c not in text]
     prepare = ColumnTransformer(
         [
-            ("numeric", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True), StandardScaler()), list(table.numeric)),
-            ("categorical", make_pipeline(SimpleImputer(strategy="constant", fill_value=MISSING_CODE), OneHotEncoder(handle_unknown="ignore")), codes),
+            ("numeric",
+             make_pipeline(SimpleImputer(strategy="mean", add_indicator=True, keep_empty_features=True), StandardScaler()),
+             list(table.numeric)),
+            ("categorical",
+             make_pipeline(SimpleImputer(strategy="constant", fill_value=MISSING_CODE), OneHotEncoder(handle_unknown="ignore")),
+             codes),
             ("text", OneHotEncoder(handle_unknown="ignore"), list(text)),  # "" (missing) is a category already
         ]
     )
@@ -201,7 +205,6 @@ def plot_roc_and_calibration(out_of_fold: dict, folder: Path) -> list[Path]:
     from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import RocCurveDisplay
 
-
     plt = _pyplot()
     figures = (
         ("roc_curve.png", "ROC, pooled out-of-fold predictions",
@@ -241,7 +244,8 @@ def to_markdown(spec, report: dict) -> str:
         lines += ["", f"## {title}", "", "| group | rows | model | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
         for group, row in report[key].items():
             for model in ("keras", "baseline"):
-                lines.append(f"| {group} | {row['rows']} | {model} | " + " | ".join(f"{row[model].get(k, float('nan')):.3f}" for k in names) + " |")
+                lines.append(f"| {group} | {row['rows']} | {model} | "
+                             + " | ".join(f"{row[model].get(k, float('nan')):.3f}" for k in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -258,10 +262,14 @@ def render_card(spec, metadata: dict, markdown_report: str) -> str:
 {spec.description}
 
 ## Model
-- Builder `{spec.model.builder}` {spec.model.params}; trained on {", ".join(metadata["train_groups"])} ({metadata["train_rows"]} rows), seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
-- Input: one tensor `[batch]` per column, named {columns_text}: float32 numbers (NaN = not measured), or strings for text columns ("" = not recorded). Imputation, missing indicators, normalisation and category lookups are inside the model, fitted on the training rows only; a category never seen in training goes to an out-of-vocabulary bucket.
+- Builder `{spec.model.builder}` {spec.model.params}; trained on {", ".join(metadata["train_groups"])} ({metadata["train_rows"]} rows), \
+seed {spec.train.seed}; MLflow run `{metadata["mlflow_run_id"]}`; code `{metadata["git_commit"]}`.
+- Input: one tensor `[batch]` per column, named {columns_text}: float32 numbers (NaN = not measured), \
+or strings for text columns ("" = not recorded). Imputation, missing indicators, normalisation and category lookups are inside the model, \
+fitted on the training rows only; a category never seen in training goes to an out-of-vocabulary bucket.
 - Output: {output}.
-- Decision threshold: {f"{threshold:.3f} (chosen on out-of-fold validation predictions, maximising sensitivity + specificity)" if threshold is not None else "argmax"}.
+- Decision threshold: {f"{threshold:.3f} (chosen on out-of-fold validation predictions, maximising sensitivity + specificity)"
+                       if threshold is not None else "argmax"}.
 
 ## Data
 {about}

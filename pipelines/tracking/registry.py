@@ -64,8 +64,10 @@ def decide(new: Candidate, champion: Candidate | None, metric_name: str) -> Deci
         return Decision(CHALLENGER, f"champion v{champion.version} logged no {metric_name}: it was measured another way (held-out "
                                     "split vs cross-validation); `python -m pipelines promote` decides by hand")
     if new.metric >= champion.metric:
-        return Decision(CHAMPION, f"{metric_name} {new.metric:.4f} >= champion v{champion.version}'s {champion.metric:.4f} on the same test data")
-    return Decision(CHALLENGER, f"{metric_name} {new.metric:.4f} < champion v{champion.version}'s {champion.metric:.4f} on the same test data")
+        return Decision(CHAMPION, f"{metric_name} {new.metric:.4f} >= champion v{champion.version}'s {champion.metric:.4f} "
+                                  "on the same test data")
+    return Decision(CHALLENGER, f"{metric_name} {new.metric:.4f} < champion v{champion.version}'s {champion.metric:.4f} "
+                                "on the same test data")
 
 
 def _client():
@@ -152,7 +154,8 @@ def _local_folder(client, version) -> Path:
         try:
             mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="saved_model", dst_path=str(target))
         except Exception as exc:  # noqa: BLE001 - any store error means the same to the user
-            raise PipelineError(f"registered '{version.name}' v{version.version} has no SavedModel to load ({type(exc).__name__}); pass --model DIR") from None
+            raise PipelineError(f"registered '{version.name}' v{version.version} has no SavedModel to load "
+                                f"({type(exc).__name__}); pass --model DIR") from None
     return target / "saved_model"
 
 
@@ -170,9 +173,49 @@ def parse_reference(reference: str) -> tuple[str, str, str]:
     raise UsageError(f"bad model reference '{reference}': use models:/<usecase>@<alias>, models:/<usecase>/<version> or a folder")
 
 
+def store_named() -> bool:
+    """Did the user name the tracking store (MLFLOW_TRACKING_URI), rather than get the default one?"""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    return folder.resolve().is_relative_to(root.resolve())
+
+
+def default_champion(usecase: str) -> tuple[Path, bool]:
+    """The champion that `predict`, `evaluate` and `serve` use without --model: (its SavedModel
+    folder, whether it came from the registry). The rule (docs/hardening-notes.md):
+
+    1. the registry's `champion`, when its SavedModel lies under the models root
+       (PIPELINES_MODELS_ROOT), or wherever it lies when the user named the store
+       (MLFLOW_TRACKING_URI): a registry reference wins over the models root only then;
+    2. else `<models root>/<usecase>/champion`, the version folder it names;
+    3. else one error saying what to do.
+
+    So `PIPELINES_MODELS_ROOT=/elsewhere` alone never answers with a model of the checkout's
+    default mlflow.db from outside /elsewhere."""
+    named = store_named()  # before asking: mlflow.set_tracking_uri() sets MLFLOW_TRACKING_URI itself
+    skipped = None
+    if store_exists():
+        folder = _registry_folder(usecase, "alias", CHAMPION, required=False)
+        if folder is not None and (named or _inside(folder, paths.models_root())):
+            return folder, True
+        skipped = folder
+    pointer = paths.usecase_models_dir(usecase) / CHAMPION_FILE
+    if pointer.is_file():
+        folder = pointer.parent / pointer.read_text().strip()
+        if (folder / "saved_model.pb").is_file():
+            return folder, False
+        raise PipelineError(f"{pointer} names version {folder.name}, which is not in {pointer.parent}; pass --model DIR")
+    aside = (f"; the champion of {_store()} is {skipped}, outside PIPELINES_MODELS_ROOT: set MLFLOW_TRACKING_URI to use it"
+             if skipped is not None else "")
+    raise PipelineError(f"no champion model for '{usecase}' (registry {_store()}, folder {pointer.parent}{aside}); "
+                        f"run `make train-{usecase}` first or pass --model DIR")
+
+
 def resolve_model_dir(usecase: str, reference: str | None = None) -> Path:
     """The SavedModel folder `predict`/`evaluate` load: a folder as given, a registry reference,
-    or by default the champion (the registry's alias, else `models/<usecase>/champion`)."""
+    or by default the champion (see `default_champion`)."""
     if reference and not reference.startswith("models:/"):
         return Path(reference)
     if reference:
@@ -180,19 +223,7 @@ def resolve_model_dir(usecase: str, reference: str | None = None) -> Path:
         if name != usecase:
             raise UsageError(f"{reference} is a '{name}' model, not '{usecase}'")
         return _registry_folder(name, kind, value, required=True)
-
-    if store_exists():
-        folder = _registry_folder(usecase, "alias", CHAMPION, required=False)
-        if folder is not None:
-            return folder
-    pointer = paths.usecase_models_dir(usecase) / CHAMPION_FILE
-    if pointer.is_file():
-        folder = pointer.parent / pointer.read_text().strip()
-        if (folder / "saved_model.pb").is_file():
-            return folder
-        raise PipelineError(f"{pointer} names version {folder.name}, which is not in {pointer.parent}; pass --model DIR")
-    raise PipelineError(f"no champion model for '{usecase}' (registry {_store()}, folder {pointer.parent}); "
-                        f"run `make train-{usecase}` first or pass --model DIR")
+    return default_champion(usecase)[0]
 
 
 def _registry_folder(name: str, kind: str, value: str, required: bool) -> Path | None:

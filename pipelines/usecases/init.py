@@ -134,9 +134,11 @@ def images_usecase_text(name: str, root: Path) -> str:
                   + (" (all grey: the model reads grey)" if grey else " (read as RGB)")]
     if found.ignored:
         shown = sorted({Path(f).name for f in found.ignored})
-        lines += [f"#   ignored: {len(found.ignored)} file(s) that are not images ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''})"]
+        lines += [f"#   ignored: {len(found.ignored)} file(s) that are not images "
+                  f"({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''})"]
     if unreadable:
-        lines += [f"#   {len(unreadable)} file(s) could not be opened ({', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}):",
+        lines += [f"#   {len(unreadable)} file(s) could not be opened "
+                  f"({', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}):",
                   "#   training refuses them by name unless on_corrupt = \"skip\" below"]
     lines += [
         "",
