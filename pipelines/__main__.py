@@ -27,6 +27,7 @@ from pipelines.experiments.tune import DEFAULT_HEARTBEAT, PRUNERS, SAMPLERS, run
 from pipelines.export.saved_model import read_metadata
 from pipelines.modeling.builders import BUILDERS
 from pipelines.modeling.test_time_augmentation import TRANSFORMS
+from pipelines.serving.device_predict import classify_files
 from pipelines.serving.predict import predict_files, print_predictions
 from pipelines.serving.predict_table import predict_csv, print_table_predictions
 from pipelines.serving.score import run_score
@@ -35,6 +36,8 @@ from pipelines.tasks import get_task
 from pipelines.tracking.registry import promote, resolve_model_dir
 from pipelines.usecases import all_specs, get_spec, name_of
 from pipelines.usecases import names as usecase_names
+from pipelines.usecases.init import init_images, write_usecase_file
+from pipelines.usecases.init_table import table_usecase_text
 from pipelines.usecases.settings import apply_overrides
 
 VERBS_HELP = """verbs:
@@ -257,8 +260,11 @@ def cmd_list(names_only: bool = False) -> int:
         print(f"  {'':<10} data: {spec.data.loader}, input {shape}, {spec.num_classes} classes; model: {spec.model.builder}({params})")
         print(f"  {'':<10} augmentation: {augmentation}; test-time views: {views}; "
               f"{spec.train.epochs} epochs, batch {spec.train.batch_size}")
+    by_task: dict[str, list[str]] = {}
+    for spec in all_specs():
+        by_task.setdefault(spec.task, []).append(spec.name)
     for task in sorted({entry.task for entry in BUILDERS.values()}):
-        usecases = ", ".join(spec.name for spec in all_specs() if spec.task == task)
+        usecases = ", ".join(by_task.get(task, ())) or "no use case yet"
         print(f"\nmodel builders for {usecases} (--set model.builder=NAME):")
         for name, entry in sorted(BUILDERS.items()):
             if entry.task == task:
@@ -273,9 +279,6 @@ def cmd_list(names_only: bool = False) -> int:
 
 def cmd_init(args) -> int:
     from pathlib import Path
-
-    from pipelines.usecases.init import init_images, write_usecase_file
-    from pipelines.usecases.init_table import table_usecase_text
 
     folder = Path(args.folder) if args.folder else None
     if args.images:
@@ -307,7 +310,6 @@ def run(args) -> int:
     if args.verb == "predict" and args.model and args.model.endswith(DEVICE_SUFFIXES):
         get_spec(args.usecase)
         # No TensorFlow on this path: what a device runs (pipelines.serving.device_predict).
-        from pipelines.serving.device_predict import classify_files
 
         predictions = classify_files(args.model, args.files, operating_point=args.operating_point, usecase=args.usecase)
         return 1 if print_predictions(predictions, as_json=args.json, model_dir=args.model) else 0

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.core.errors import PipelineError
+from pipelines.data.dataset import Dataset, Split
 
 CATEGORY_CODES = 10  # at most this many distinct integers read as category codes
 ID_NAME = re.compile(r"(^|[_\W])id$|^id([_\W]|$)|^(uu|gu)?id$", re.IGNORECASE)
@@ -112,7 +113,6 @@ class Table:
 
 def as_dataset(table: Table):
     """The table as a `Dataset` for `evaluate`: train = the training groups, test = the others."""
-    from pipelines.data.dataset import Dataset, Split
 
     others = [g for g in table.frames if g not in table.train_groups]
     if not others:

@@ -46,6 +46,7 @@ from pathlib import Path
 from pipelines.core import paths
 from pipelines.core.console import say
 from pipelines.core.errors import PipelineError, UsageError
+from pipelines.evaluation.plots import _pyplot
 from pipelines.experiments.compare import build_comparison, render_terminal, write_outputs
 from pipelines.experiments.sweep import split_values
 from pipelines.pipeline import run_train
@@ -574,7 +575,6 @@ def score_best(spec, space: Space, study: Study, metric: str, out_dir=None) -> d
 
 def _study_files(handle, folder: Path) -> list[Path]:
     """trials.csv and Optuna's optimisation-history and parameter-importance plots (matplotlib)."""
-    from pipelines.evaluation.plots import _pyplot
 
     plt = _pyplot()
     import optuna.visualization.matplotlib as plots

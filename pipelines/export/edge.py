@@ -34,6 +34,7 @@ from pipelines.core.errors import PipelineError
 from pipelines.evaluation.report import classification_report
 from pipelines.export import litert, onnx
 from pipelines.export.saved_model import METADATA_FILE, read_metadata
+from pipelines.usecases import get_spec
 
 FORMATS = ("litert", "onnx")
 MAX_DISAGREEMENT = 0.01  # share of test images whose argmax may differ from the SavedModel's
@@ -181,7 +182,6 @@ def view_transforms(metadata: dict) -> list:
     exported before they were recorded) the use case's own."""
     if "test_time_augmentation" in metadata:
         return list(metadata["test_time_augmentation"])
-    from pipelines.usecases import get_spec
 
     try:
         return list(get_spec(metadata.get("usecase")).model.test_time_augmentation)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.errors import PipelineError
+from pipelines.core.runtime import quiet_stderr
 
 VARIANTS = ("int8", "float16")
 SIGNATURE = "serving_default"
@@ -41,8 +42,6 @@ def convert(saved_model_dir: Path, variant: str, calibration: np.ndarray | None 
     """The `variant` LiteRT flatbuffer of `saved_model_dir`; `calibration` (uint8 images, a few
     hundred) sets the int8 ranges. Raises PipelineError naming what does not convert."""
     import tensorflow as tf
-
-    from pipelines.core.runtime import _quiet_stderr
 
     if variant not in VARIANTS:
         raise PipelineError(f"unknown LiteRT variant '{variant}'; choose {', '.join(VARIANTS)}")
@@ -60,7 +59,7 @@ def convert(saved_model_dir: Path, variant: str, calibration: np.ndarray | None 
         converter.target_spec.supported_types = [tf.float16]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        with _quiet_stderr():  # the converter's MLIR passes log pages of C++ notes on fd 2
+        with quiet_stderr():  # the converter's MLIR passes log pages of C++ notes on fd 2
             return converter.convert()
     except Exception as exc:  # ConverterError, or a ValueError from the quantizer
         raise PipelineError(f"LiteRT {variant} refused: {unsupported(str(exc))}") from None

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.errors import PipelineError
+from pipelines.core.runtime import import_keras, quiet_stderr
 
 FILE_NAME = "model.onnx"
 
 
 def convert(saved_model_dir: Path, input_shape: tuple) -> bytes:
     """The ONNX model of `saved_model_dir`'s `serve` endpoint (uint8 `[batch, *input_shape]`)."""
-    from pipelines.core.runtime import _quiet_stderr, import_keras
 
     keras = import_keras()
     image = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
@@ -35,7 +35,7 @@ def convert(saved_model_dir: Path, input_shape: tuple) -> bytes:
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(scratch) / FILE_NAME
         try:
-            with _quiet_stderr(), warnings.catch_warnings():  # tf2onnx logs every rewrite pass
+            with quiet_stderr(), warnings.catch_warnings():  # tf2onnx logs every rewrite pass
                 warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)  # tf2onnx 1.17 on NumPy 2
                 model.export(str(target), format="onnx", verbose=False)
         except Exception as exc:  # tf2onnx raises plain exceptions naming the op it lacks

@@ -28,6 +28,7 @@ from pathlib import Path
 from pipelines.core.console import say
 from pipelines.core.errors import PipelineError, UsageError
 from pipelines.data.images import read_image_bytes
+from pipelines.tracking.tracker import mlflow_client
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 
@@ -35,7 +36,6 @@ TABLE_SUFFIXES = (".csv", ".parquet")
 def model_reference(usecase: str, model: str | None) -> tuple[str, str]:
     """(model URI, its registered version) of `--model`: models:/<name>@<alias> or /<version>
     (default: the champion); runs:/<id>/model scores a run's model (version: the run)."""
-    from pipelines.tracking.tracker import mlflow_client
 
     uri = model or f"models:/{usecase}@champion"
     client = mlflow_client()

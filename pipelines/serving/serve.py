@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelines.core import paths
 from pipelines.core.errors import PipelineError, UsageError
 from pipelines.core.runtime import configure_environment
 from pipelines.evaluation.operating_points import check_point
@@ -150,8 +151,7 @@ def edge_serving_model(usecase: str, reference: str | None, fmt: str) -> str:
 
     import mlflow.pyfunc
 
-    from pipelines.core import paths
-    from pipelines.export import mlflow_model
+    from pipelines.export import mlflow_model  # the served model's code imports MLflow at its top
 
     folder = resolve_model_dir(usecase, reference)
     metadata = read_metadata(folder)

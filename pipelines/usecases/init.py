@@ -36,7 +36,10 @@ from collections import Counter
 from pathlib import Path
 
 from pipelines.core.errors import UsageError
+from pipelines.data.loaders.image_folder import scan
+from pipelines.modeling.builders.transfer import find_local_weights
 from pipelines.usecases import USECASES, user_dir
+from pipelines.usecases.spec_file import NAME, read_spec_file
 
 TRANSFER_UP_TO = 1000  # median images per class up to which the pretrained backbone is the default
 CROSS_VALIDATE_BELOW = 1000  # images in all below which cross-validation replaces the test split
@@ -50,7 +53,6 @@ def write_usecase_file(name: str, text: str, folder: Path | None = None) -> Path
     """Write `text` as the use case `name` in `folder` (default: the user's use-case folder), never
     over an existing file; the file must read back as a valid use case. Prints the file and the
     next command; returns its path."""
-    from pipelines.usecases.spec_file import NAME, read_spec_file
 
     if not NAME.fullmatch(name):
         raise UsageError(f"init {name}: a use case's name is lower-case letters, digits, - and _, starting with a letter (e.g. grapes)")
@@ -92,8 +94,6 @@ def init_images(name: str, images: str, folder: Path | None = None) -> Path:
 
 def images_usecase_text(name: str, root: Path) -> str:
     """The commented TOML of a use case over the photo folder `root`."""
-    from pipelines.data.loaders.image_folder import scan
-    from pipelines.modeling.builders.transfer import find_local_weights
 
     found = scan(root)  # every problem with the folder is a one-line error here, before anything is written
     classes = found.class_names
