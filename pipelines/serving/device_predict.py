@@ -28,7 +28,7 @@ from pipelines.data.images import read_image
 from pipelines.evaluation.operating_points import OperatingPoints, check_point
 from pipelines.export.litert import LiteRTModel
 from pipelines.export.onnx import ONNXModel
-from pipelines.serving.predict import Prediction, print_predictions
+from pipelines.serving.predict import Prediction, answer, print_predictions
 
 METADATA_FILE = "metadata.json"
 
@@ -78,13 +78,7 @@ def classify_files(model_file, files: list[str], operating_point: str | None = N
             predictions.append(Prediction(name, error=str(exc)))
     if images:
         probabilities = model.predict(np.stack(images))
-        decided = points.decide(probabilities, point) if points else probabilities.argmax(axis=1)
-        for index, row, choice in zip(readable, probabilities, decided):
-            order = np.argsort(row)[::-1][:top_k]
-            predictions[index].label = classes[choice]
-            predictions[index].probability = float(row[choice])
-            predictions[index].top = [(classes[i], float(row[i])) for i in order]
-            predictions[index].operating_point = point
+        answer(predictions, readable, probabilities, classes, points, point, top_k)
     return predictions
 
 

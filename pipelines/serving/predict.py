@@ -57,14 +57,20 @@ def predict_files(model_dir: Path, files: list[str], top_k: int = 3, operating_p
 
         loaded = tf.saved_model.load(str(model_dir))
         probabilities = call_serving(loaded, np.stack(images))
-        decided = points.decide(probabilities, point) if points else probabilities.argmax(axis=1)
-        for index, row, choice in zip(readable, probabilities, decided):
-            order = np.argsort(row)[::-1][:top_k]
-            predictions[index].label = classes[choice]
-            predictions[index].probability = float(row[choice])
-            predictions[index].top = [(classes[i], float(row[i])) for i in order]
-            predictions[index].operating_point = point
+        answer(predictions, readable, probabilities, classes, points, point, top_k)
     return predictions
+
+
+def answer(predictions: list[Prediction], readable: list[int], probabilities: np.ndarray, classes, points, point, top_k: int):
+    """Fill in the readable files' predictions from their probabilities, the label decided at
+    `point` (argmax without operating points): the one rule for every runtime (SavedModel, LiteRT, ONNX)."""
+    decided = points.decide(probabilities, point) if points else probabilities.argmax(axis=1)
+    for index, row, choice in zip(readable, probabilities, decided):
+        order = np.argsort(row)[::-1][:top_k]
+        predictions[index].label = classes[choice]
+        predictions[index].probability = float(row[choice])
+        predictions[index].top = [(classes[i], float(row[i])) for i in order]
+        predictions[index].operating_point = point
 
 
 def print_predictions(predictions: list[Prediction], as_json: bool = False, model_dir: Path | None = None) -> int:
