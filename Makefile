@@ -234,5 +234,10 @@ SERVE_ARGS = --port $(PORT) --host $(HOST) $(if $(MODEL),--model $(MODEL)) $(if 
 $(addprefix serve-,$(USECASES)): serve-%: $(STAMP) ## serve the champion over REST [PORT=5001] [MODEL=models:/digits/3 or models/digits/3] [OPERATING_POINT=accuracy] [FORMAT=onnx|litert] [MAX_BODY_MB=8] [HOST=, warned]
 	$(PIPELINES) serve $* $(SERVE_ARGS)
 
+# Any other serve-<name> (a use case whose file appears after make read this Makefile, e.g. one
+# `init` just wrote): the CLI resolves the name, or answers unknown names in one line.
+serve-%: $(STAMP)
+	$(PIPELINES) serve $* $(SERVE_ARGS)
+
 bench-serve: $(STAMP) ## serving load check: 1,000 requests from 8 clients against serve-digits vs the SavedModel in-process [SERVE_FORMATS="savedmodel onnx litert"]
 	$(BIN)/python benchmarks/bench_serve.py $(if $(WORKERS),--workers $(WORKERS)) $(if $(SERVE_FORMATS),--formats $(SERVE_FORMATS))

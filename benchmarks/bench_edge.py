@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from results import record  # noqa: E402 - benchmarks/results.py, beside this script
+from results import record, shown_path  # noqa: E402 - benchmarks/results.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -197,7 +197,8 @@ def main() -> int:
         variables = sum(p.stat().st_size for p in (model_dir / "variables").iterdir())
         common = ["--usecase", usecase, "--model-dir", str(model_dir), "--calls", str(arguments.calls)]
         saved = in_fresh_process(models_root, *common)
-        rows.append({"usecase": usecase, "file": "SavedModel (variables)", "bytes": variables, "data": data_dir or "sample",
+        data = shown_path(data_dir) if data_dir else "sample"
+        rows.append({"usecase": usecase, "file": "SavedModel (variables)", "bytes": variables, "data": data,
                      "views": 2 ** len(view_transforms(metadata)), **saved})
         for label, relative in FILES:
             fmt = relative.split("/")[0]

@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from results import record  # noqa: E402 - benchmarks/results.py, beside this script
+from results import record, shown_path  # noqa: E402 - benchmarks/results.py, beside this script
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -275,7 +275,7 @@ def main() -> int:
         rows.append({"batch": batch, "path": "in-process", **run_concurrently(call, arrays, args.clients)})
         print(rows[-1], flush=True)
 
-    settings = {"requests": requests, "clients": args.clients, "workers": args.workers, "model": str(model_dir), "url": url,
+    settings = {"requests": requests, "clients": args.clients, "workers": args.workers, "model": shown_path(model_dir), "url": url,
                 "formats": args.formats}
     markdown = to_markdown(rows, settings)
     RESULTS.mkdir(exist_ok=True)

@@ -20,6 +20,16 @@ RESULTS_MD = FOLDER / "RESULTS.md"
 HEADER = "# Measured results\n\nWritten by the benchmarks (`make bench-*`); each section is replaced when its benchmark runs again.\n"
 
 
+def shown_path(path) -> str:
+    """A path as the results show it: relative to the checkout (`../shared/...` beside it), so the
+    figures name no machine's folders."""
+    resolved = Path(path).expanduser().resolve()
+    for base, prefix in ((FOLDER.parent, ""), (FOLDER.parent.parent, "../")):
+        if resolved.is_relative_to(base):
+            return prefix + str(resolved.relative_to(base))
+    return str(path)
+
+
 def machine() -> str:
     return f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
 

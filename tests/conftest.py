@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,23 @@ def isolated(tmp_path, monkeypatch):
     for name, value in store_environment(tmp_path).items():
         monkeypatch.setenv(name, value)
     return tmp_path
+
+
+def wait_until_healthy(server, uri: str, log_path: Path, seconds: float) -> None:
+    """Until the tracking server at `uri` answers /health with 200; its log's end if it dies or
+    stays silent for `seconds`."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"tracking server did not answer /health in {seconds:g} s"
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until_healthy
 
 BIN = Path(os.environ.get("PIPELINES_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "pipelines-test"
@@ -103,7 +104,6 @@ def mlflow_server(root: Path, backend: str, *make_args: str, env: dict | None = 
     """`make mlflow-server BACKEND=...` in its own process group on a free loopback port; yields
     its URI once /health answers; stopped by its process group's id."""
     import sys
-    import urllib.request
 
     repo = Path(__file__).resolve().parent.parent
     port = free_port()
@@ -115,16 +115,7 @@ def mlflow_server(root: Path, backend: str, *make_args: str, env: dict | None = 
                               env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "tracking server did not answer /health in 120 s"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_healthy(server, uri, log_path, 120)
         yield uri
     finally:
         if server.poll() is None:

@@ -9,11 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 
-from conftest import REPO
+from conftest import REPO, wait_until_healthy
 
 
 def free_port() -> int:
@@ -31,16 +29,7 @@ def tracking_server(root, port: int):
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (root / f"server-{port}.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "tracking server did not answer /health in 90 s"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_healthy(server, uri, root / f"server-{port}.log", 90)
         yield server, uri
     finally:
         stop(server)
