@@ -132,9 +132,10 @@ def search_runs(usecases: list[str], last: int | None = None, filter_string: str
                             f"e.g. `make train-{usecases[0]} DATA=sample`")
     runs = pd.concat(frames, ignore_index=True)
     registered = _registry(client, list(dict.fromkeys(runs["usecase"])))
-    runs["version"] = runs["run_id"].map(lambda run_id: registered.get(run_id, ("", ""))[0])
-    runs["aliases"] = runs["run_id"].map(lambda run_id: registered.get(run_id, ("", ""))[1])
-    return runs
+    # Both columns at once: search_runs' frame has a column per param and metric, and adding to it
+    # one column at a time makes pandas warn that it is fragmented.
+    return runs.assign(version=runs["run_id"].map(lambda run_id: registered.get(run_id, ("", ""))[0]),
+                       aliases=runs["run_id"].map(lambda run_id: registered.get(run_id, ("", ""))[1]))
 
 
 # --- building the table ----------------------------------------------------------------------
