@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # GNU Make never searches pattern rules for a .PHONY target, so every rule over use cases is a
 # *static* pattern rule (`$(TRAIN_TARGETS): train-%: ...`): a plain `train-%:` would silently
 # do nothing for `make train-digits`.
-.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-edge bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
+.PHONY: help install demo test test-all bench bench-checks bench-digits bench-clothing bench-skin bench-heart bench-cucumber bench-skin-transfer bench-image-folder bench-edge bench-tune bench-gpu bench-serve-local mlflow-ui mlflow-server lint list clean $(TRAIN_TARGETS)
 
 # Lists every rule with a `##` comment; a static pattern rule shows as its pattern, `train-<usecase>`.
 help: ## show this help
@@ -130,6 +130,10 @@ bench-gpu: $(STAMP) ## training images/s of our train vs a bare fit, digits/clot
 bench-edge: $(STAMP) ## LiteRT int8/float16 and ONNX vs the SavedModel per image use case: size, batch-1 p50/p99 (1, 2 threads), batch 64, agreement on the full test data [EDGE_USECASES=digits]
 	$(BIN)/python benchmarks/bench_edge.py $(if $(EDGE_USECASES),--usecases $(EDGE_USECASES)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
+bench-tune: $(STAMP) ## a tuned run vs the spec's default on full data, same epochs: TRIALS trials of TRIAL_EPOCHS first (~15 min) [TUNE_USECASE=digits]
+	$(BIN)/python benchmarks/bench_tune.py $(if $(TUNE_USECASE),--usecase $(TUNE_USECASE)) $(if $(TRIALS),--trials $(TRIALS)) \
+		$(if $(TRIAL_EPOCHS),--trial-epochs $(TRIAL_EPOCHS)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
 bench-serve-local: $(STAMP) ## each use case's SavedModel in-process: p50/p99 at batch 1, batch-256 throughput, cold start
 	$(BIN)/python benchmarks/bench_inference.py
 
@@ -173,6 +177,7 @@ clean: ## remove run outputs (models/<usecase>/, the MLflow stores and artifacts
 # --- Comparing runs and sweeps ------------------------------------------------------------
 # make compare [USECASES_TO_COMPARE="digits skin"] [METRIC=test_accuracy] [LAST=5] [OUT=dir] [LOG=1]
 # make sweep-<usecase> SWEEP="key=v1,v2 key2=v3,v4" [DATA=sample] [EPOCHS=2] [DATA_DIR=dir] [SET="k=v ..."]
+#     [STUDY=name] [STORAGE=url] [TIMEOUT=s]: a sweep is a grid study on Optuna, workers as for tune below
 USECASES_TO_COMPARE ?=
 METRIC ?=
 LAST ?=
@@ -186,9 +191,9 @@ COMPARE_ARGS = $(USECASES_TO_COMPARE) $(if $(METRIC),--metric $(METRIC)) $(if $(
 compare: $(STAMP) ## table of MLflow runs, best per data set marked; writes reports/compare/ [USECASES_TO_COMPARE= METRIC= LAST= LOG=1]
 	@$(PIPELINES) compare $(COMPARE_ARGS)
 
-$(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP) ## a grid of child runs: SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2] [SET=...]
+$(addprefix sweep-,$(USECASES)): sweep-%: $(STAMP) ## every point of a grid once, ranked on validation data, best then scored on test: SWEEP="class_weights=0,0.5" [DATA=sample] [EPOCHS=2] [SET=...]
 	@test -n '$(SWEEP)' || { echo 'error: give the grid, e.g. make $@ SWEEP="class_weights=0,0.5 model.dropout=0.2,0.4"' >&2; exit 2; }
-	$(PIPELINES) sweep $* --grid '$(SWEEP)' $(TRAIN_ARGS)
+	$(PIPELINES) sweep $* --grid '$(SWEEP)' $(STUDY_ARGS) $(TRAIN_ARGS)
 
 # Search: an Optuna study on validation data, trials as child runs (python -m pipelines tune). Start the
 # same command in other shells or on other hosts (STORAGE=postgresql://... shared) to add workers.
@@ -199,8 +204,8 @@ SPACE ?= learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5)
 STUDY ?=
 STORAGE ?=
 TIMEOUT ?=
-TUNE_ARGS = --trials $(TRIALS) --space '$(SPACE)' $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') \
-	$(if $(TIMEOUT),--timeout $(TIMEOUT))
+STUDY_ARGS = $(if $(STUDY),--study $(STUDY)) $(if $(STORAGE),--storage '$(STORAGE)') $(if $(TIMEOUT),--timeout $(TIMEOUT))
+TUNE_ARGS = --trials $(TRIALS) --space '$(SPACE)' $(STUDY_ARGS)
 .PHONY: $(addprefix tune-,$(USECASES))
 
 $(addprefix tune-,$(USECASES)): tune-%: $(STAMP) ## Optuna search on validation data, best trial then scored on test: TRIALS=8 [SPACE=...] [STORAGE=url] [DATA=sample]

@@ -50,7 +50,7 @@ VERBS_HELP = """verbs:
   predict    classify image files (or CSV rows, for heart) with an exported SavedModel
   promote    make a registered version the champion (what predict, evaluate and serve use)
   compare    a table of MLflow runs across use cases, best per data set marked (CSV, Markdown, PNG)
-  sweep      train a grid of settings as child runs of one MLflow run, then compare them
+  sweep      train every point of a grid once (a grid study on Optuna), ranked on validation data
   tune       search settings with Optuna on validation data (any number of workers share a study)
   serve      serve a registered model over REST with MLflow's scoring server (127.0.0.1:5001)
   score      score a folder of images (or CSV/Parquet rows) on Spark with a registered model, to Parquet
@@ -85,6 +85,17 @@ PREDICT_MODEL_HELP = MODEL_HELP + "; or a .tflite / .onnx file (run without Tens
 OPERATING_POINTS = ("accuracy", "balanced")
 OPERATING_POINT_HELP = ("the decision rule: accuracy (argmax of the probabilities) or balanced (logit-adjusted for "
                         "balanced accuracy, tau from the model's metadata); default: the model's own")
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where an Optuna study lives and how its workers behave: `tune` and `sweep` (a grid study)."""
+    parser.add_argument("--study", metavar="NAME", help="the study's name (default: <usecase>-<hash of settings and space>)")
+    parser.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by the workers (default: "
+                        "sqlite:///models/optuna.db; postgresql+psycopg://user:password@host:port/db for several hosts)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="this worker takes no new trial after S seconds")
+    parser.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT, metavar="S",
+                        help=f"seconds between a trial's heartbeats; a trial silent for 2*S is failed and queued again "
+                        f"(default {DEFAULT_HEARTBEAT})")
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser, data: bool = True, usecase_optional: bool = False) -> None:
@@ -166,15 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", metavar="DIR", help="where to write comparison.{csv,md,png} (default: reports/compare/)")
     compare.add_argument("--log", action="store_true", help="also log those files to a run of the MLflow experiment 'comparisons'")
 
-    sweep = verbs.add_parser("sweep", help="train a grid of settings as nested MLflow runs",
-                             description="Train every point of a grid as a child run of one MLflow parent run. "
-                             "Running the same sweep again skips points that finished.")
+    sweep = verbs.add_parser("sweep", help="train a grid of settings as nested MLflow runs (a grid study on Optuna)",
+                             description="Train every point of a grid once, as a trial of an Optuna study on its grid sampler: "
+                             "each point a child run of one MLflow parent run, ranked on validation data; the best point is "
+                             "then trained once more and scored on the test split. Running the same sweep again continues it "
+                             "and never reruns a finished point; the same command elsewhere (with a shared --storage) adds workers.")
     _add_spec_arguments(sweep)
     sweep.add_argument("--grid", required=True, metavar="GRID",
                        help='space-separated KEY=V1,V2,... e.g. "class_weights=0,0.5 model.dropout=0.2,0.4"; '
                             'a tuple value in brackets: "model.stages=[32,64],[48,96]"')
+    _add_study_arguments(sweep)
     sweep.add_argument("--out", metavar="DIR",
-                       help="where to write the children's comparison (default: reports/sweeps/<usecase>-<sweep id>/)")
+                       help="where to write the points' comparison and plots (default: reports/sweeps/<study>/)")
 
     tune = verbs.add_parser("tune", help="search settings with Optuna, trials as nested MLflow runs",
                             description="Search settings with Optuna on validation data, each trial a child run of one MLflow "
@@ -185,17 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help='space-separated KEY=KIND(...): float(a,b), log(a,b), int(a,b), choice(v1,v2,...), e.g. '
                            '"learning_rate=log(1e-4,1e-2) model.dropout=float(0,0.5) batch_size=choice(64,128,256)"')
     tune.add_argument("--trials", type=int, required=True, metavar="N", help="the study's budget: N trials in all, over every worker")
-    tune.add_argument("--study", metavar="NAME", help="the study's name (default: <usecase>-<hash of settings and space>)")
-    tune.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by the workers (default: sqlite:///models/optuna.db; "
-                      "postgresql+psycopg://user:password@host:port/db for several hosts)")
-    tune.add_argument("--timeout", type=float, metavar="S", help="this worker takes no new trial after S seconds")
+    _add_study_arguments(tune)
     tune.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe")
     tune.add_argument("--pruner", choices=PRUNERS, default="median",
                       help="stops poor trials on the per-epoch validation metric (default median)")
     tune.add_argument("--seed", type=int, help="sampler seed; trial n samples with seed+n (default: the spec's train.seed)")
-    tune.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT, metavar="S",
-                      help=f"seconds between a trial's heartbeats; a trial silent for 2*S is failed and queued again "
-                      f"(default {DEFAULT_HEARTBEAT})")
     tune.add_argument("--out", metavar="DIR", help="where to write the trials' comparison and plots (default: reports/tunes/<study>/)")
 
     serve = verbs.add_parser("serve", help="serve a model over REST (MLflow scoring server)")
@@ -363,7 +371,8 @@ def run(args) -> int:
             raise UsageError(f"--format {args.format} converts a published version (--model REF), not a --checkpoint")
         pipeline.run_export_formats(spec, (args.format,), model=args.model, data_given=bool(args.data or args.data_dir))
     elif args.verb == "sweep":
-        run_sweep(spec, args.grid, out_dir=args.out)
+        run_sweep(spec, args.grid, out_dir=args.out, study_name=args.study, storage_url=args.storage, heartbeat=args.heartbeat,
+                  timeout=args.timeout)
     elif args.verb == "tune":
         run_tune(spec, args.space, args.trials, study_name=args.study, storage_url=args.storage, sampler=args.sampler,
                  pruner=args.pruner, seed=args.seed, timeout=args.timeout, heartbeat=args.heartbeat, out_dir=args.out)

@@ -1,6 +1,7 @@
 """Sweeps: grid parsing and validation (no training), then one real 2-point sweep of the digits
-sample into a real MLflow store: a parent with two FINISHED nested children, and the same
-sweep again training nothing."""
+sample into a real MLflow store and Optuna study: a grid study whose trials are the points,
+each once, a parent run with the points and the best point's test run as children, and the
+same sweep again training nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from conftest import REPO, run_cli
 
 from pipelines.core.errors import UsageError
-from pipelines.experiments.sweep import Grid, split_values, sweep_id
+from pipelines.experiments.sweep import Grid
+from pipelines.experiments.tune import default_study_name, split_values
 from pipelines.usecases import get_spec
 from pipelines.usecases.settings import apply_overrides
 
@@ -62,11 +64,28 @@ def test_bad_grids_fail_before_training(grid, message):
         Grid.parse(get_spec("skin"), grid)
 
 
-def test_sweep_identity_is_base_settings_and_keys():
+def test_the_grid_is_a_space_of_choices_for_the_grid_sampler():
+    grid = Grid.parse(get_spec("skin"), "class_weights=0,0.5,0.50 model.stages=[32,64,128],[48,96,192]")
+    space = grid.space()
+    assert space.grid() == {"model.stages": ["32,64,128", "48,96,192"], "train.class_weights": [0.0, 0.5]}
+    assert space.grid_size() == len(grid.points()) == 4  # 0.5 and 0.50 are one value
+    spec = space.apply(get_spec("skin"), {"model.stages": "48,96,192", "train.class_weights": 0.5})
+    assert spec.model.params["stages"] == (48, 96, 192) and spec.train.class_weights == 0.5
+
+
+def test_a_sweep_is_one_study_per_use_case_base_settings_and_grid():
     spec = tiny_digits()
-    keys = Grid.parse(spec, GRID).keys()
-    assert sweep_id(spec, keys) == sweep_id(spec, Grid.parse(spec, "dropout=0.1,0.2,0.3").keys())
-    assert sweep_id(spec, keys) != sweep_id(apply_overrides(spec, {"train.epochs": 2}), keys)
+    space = Grid.parse(spec, GRID).space()
+    assert default_study_name(spec, space) == default_study_name(spec, Grid.parse(spec, "dropout=0.2,0.4").space())
+    assert default_study_name(spec, space) != default_study_name(apply_overrides(spec, {"train.epochs": 2}), space)
+    assert default_study_name(spec, space) != default_study_name(spec, Grid.parse(spec, "dropout=0.2,0.3").space())
+
+
+def test_a_range_is_not_a_grid():
+    from pipelines.experiments.tune import Space
+
+    with pytest.raises(UsageError, match=r"--sampler grid takes choice\(...\) dimensions only"):
+        Space.parse(get_spec("digits"), "model.dropout=float(0,0.5)").grid()
 
 
 def test_cli_typo_is_one_line_exit_2():
@@ -81,6 +100,9 @@ def test_make_target_passes_the_grid_and_options():
     assert result.returncode == 0, result.stderr
     assert ("-m pipelines sweep skin --grid 'class_weights=0,0.5 model.stages=[32,64],[48,96]' --data sample "
             "--set epochs=2") in " ".join(result.stdout.split())
+    workers = subprocess.run(["make", "-n", "sweep-skin", "SWEEP=class_weights=0,0.5", "STUDY=cw", "STORAGE=sqlite:///x.db"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert "sweep skin --grid 'class_weights=0,0.5' --study cw --storage 'sqlite:///x.db'" in " ".join(workers.stdout.split())
 
 
 # --- a real sweep --------------------------------------------------------------------------
@@ -88,7 +110,7 @@ def test_make_target_passes_the_grid_and_options():
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-    """Run the 2-point sweep once for the module, in its own store."""
+    """Run the 2-point sweep once for the module, in its own store and study."""
     from pipelines.experiments.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
@@ -104,30 +126,36 @@ def children(client, parent_run_id):
     return client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def test_each_point_is_a_finished_child_of_one_parent(swept):
+def test_each_point_is_one_trial_of_a_grid_study_and_a_child_run(swept):
     import mlflow
+    import optuna
 
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    parent = client.get_run(swept["result"]["parent_run_id"])
-    assert parent.info.status == "FINISHED" and parent.data.tags["verb"] == "sweep"
-    assert parent.data.tags["sweep_grid"] == GRID
+    result = swept["result"]
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["verb"] == "tune"
+    assert parent.data.tags["sweep_grid"] == GRID and parent.data.tags["tune_sampler"] == "grid"
+    assert parent.info.run_name == f"sweep {GRID}"
     runs = children(client, parent.info.run_id)
-    assert sorted(r.data.params["model.dropout"] for r in runs) == ["0.2", "0.4"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert {r.info.run_name for r in runs} == {"dropout=0.2", "dropout=0.4"}
-    assert all(r.data.tags["sweep_id"] == swept["result"]["sweep_id"] and "test_accuracy" in r.data.metrics for r in runs)
-    # The children's comparison: printed, written, and on the parent run.
-    table = swept["result"]["comparison"].table
-    assert len(table) == 2 and table["best"].sum() == 1 and swept["result"]["comparison"].params == ["model.dropout"]
-    # Ranked on validation data, not on the test split the points would otherwise be chosen by.
-    assert set(table["ranking_metric"]) == {"validation_accuracy"} and all("validation_accuracy" in r.data.metrics for r in runs)
-    assert (swept["root"] / "report" / "comparison.csv").is_file()
-    assert {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")} == {
-        "comparison/comparison.csv", "comparison/comparison.md", "comparison/comparison.png"}
+    trials = [r for r in runs if r.data.tags.get("tune_role") != "best"]
+    # Every point exactly once, fitted and scored on validation data only: no test figure.
+    assert sorted(r.data.params["model.dropout"] for r in trials) == ["0.2", "0.4"]
+    assert {r.info.status for r in trials} == {"FINISHED"} and {r.data.tags["trial_state"] for r in trials} == {"COMPLETE"}
+    assert all("validation_accuracy" in r.data.metrics and "test_accuracy" not in r.data.metrics for r in trials)
+    # The study agrees with MLflow, and only its best point was scored on the test split.
+    study = optuna.load_study(study_name=result["study"], storage=f"sqlite:///{swept['root'] / 'models' / 'optuna.db'}")
+    assert sorted(t.params["model.dropout"] for t in study.trials) == [0.2, 0.4]
+    assert {t.system_attrs["grid_id"] for t in study.trials} == {0, 1}
+    (best,) = [r for r in runs if r.data.tags.get("tune_role") == "best"]
+    assert float(best.data.params["model.dropout"]) == study.best_trial.params["model.dropout"] == result["best_params"]["model.dropout"]
+    assert "test_accuracy" in best.data.metrics and parent.data.metrics["best_validation_accuracy"] == study.best_value
+    assert (swept["root"] / "report" / "comparison.csv").is_file() and (swept["root"] / "report" / "study" / "trials.csv").is_file()
+    assert {"comparison/comparison.csv", "comparison/comparison.md", "comparison/comparison.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
 
 
 def test_the_same_sweep_again_trains_nothing(swept, capsys):
-    """Run for real: a finished point is skipped, so no child run is added."""
+    """Run for real: the study is done and its best point scored, so no child run is added."""
     import mlflow
 
     from pipelines.experiments.sweep import run_sweep
@@ -136,28 +164,9 @@ def test_the_same_sweep_again_trains_nothing(swept, capsys):
     parent_id = swept["result"]["parent_run_id"]
     before = {run.info.run_id for run in children(client, parent_id)}
     again = run_sweep(tiny_digits(), GRID, out_dir=swept["root"] / "again")
-    assert again["parent_run_id"] == parent_id
+    assert again["parent_run_id"] == parent_id and again["ran"] == 0
     assert {run.info.run_id for run in children(client, parent_id)} == before
-    assert capsys.readouterr().out.count("skipped") == 2
-
-
-def test_an_unfinished_point_is_trained_again(swept):
-    """A child that failed (or was killed past its backup) is not finished: the rerun trains
-    that point only, for real, as a new child of the same parent."""
-    import mlflow
-
-    from pipelines.experiments.sweep import run_sweep
-
-    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    parent_id = swept["result"]["parent_run_id"]
-    failed = next(r for r in children(client, parent_id) if r.data.params["model.dropout"] == "0.4")
-    client.set_terminated(failed.info.run_id, "FAILED")
-    before = {run.info.run_id for run in children(client, parent_id)}
-    again = run_sweep(tiny_digits(), GRID, out_dir=swept["root"] / "again")
-    assert again["parent_run_id"] == parent_id
-    (new,) = [run for run in children(client, parent_id) if run.info.run_id not in before]
-    assert new.info.status == "FINISHED" and new.data.params["model.dropout"] == "0.4"
-    assert new.info.run_name == "dropout=0.4" and new.data.tags["sweep_id"] == swept["result"]["sweep_id"]
+    assert "its test score is on run" in capsys.readouterr().out
 
 
 def test_an_interrupted_child_resumes_as_the_same_child(isolated):

@@ -59,6 +59,16 @@ def import_keras():
     return keras
 
 
+def many_models_in_one_process() -> None:
+    """Cross-validation folds, a search's trials: each new model retraces its tf.functions, and
+    TensorFlow warns about that retracing, which is expected here, on the terminal."""
+    if has_tensorflow():
+        import_keras()  # the first TensorFlow import, quietly (its C++ start-up lines)
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+
+
 def has_tensorflow() -> bool:
     import importlib.util
 

@@ -46,16 +46,16 @@ from pathlib import Path
 from pipelines.core import paths
 from pipelines.core.console import say
 from pipelines.core.errors import PipelineError, UsageError
+from pipelines.core.runtime import many_models_in_one_process
 from pipelines.evaluation.plots import _pyplot
 from pipelines.experiments.compare import build_comparison, render_terminal, write_outputs
-from pipelines.experiments.sweep import split_values
 from pipelines.pipeline import run_train
 from pipelines.tasks import get_task
 from pipelines.tracking.tracker import Tracker, git_commit, mlflow_client, tracking_uri
 from pipelines.usecases.settings import apply_overrides, domain_of_key, flatten, resolve_key
 
 KINDS = ("float", "log", "int", "choice")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "halving", "none")
 DEFAULT_HEARTBEAT = 30  # seconds; a trial is stale (its worker dead) after two missed beats
 JOIN_WAIT_SECONDS = 120  # how long a second worker waits for the first to set the study up
@@ -68,6 +68,31 @@ class PrunedTrial(PipelineError):
 
 
 # --- the space ---------------------------------------------------------------------------------
+
+
+def split_values(text: str) -> list[str]:
+    """`0,0.25` -> ['0', '0.25']; `[32,64],[48,96]` -> ['32,64', '48,96'] (a bracket is one tuple)."""
+    values, depth, current = [], 0, ""
+    for character in text:
+        if character == "[":
+            depth += 1
+            if depth == 1:
+                continue
+        elif character == "]":
+            depth -= 1
+            if depth < 0:
+                raise UsageError(f"value list '{text}': ']' without '['")
+            if depth == 0:
+                continue
+        if character == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += character
+    if depth:
+        raise UsageError(f"value list '{text}': '[' without ']'")
+    values.append(current)
+    return [value.strip() for value in values]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +143,19 @@ class Space:
 
     def describe(self) -> str:
         return " ".join(d.describe() for d in self.dimensions)
+
+    def grid(self) -> dict:
+        """The space as Optuna's GridSampler takes it: every dimension a choice."""
+        ranges = [d.describe() for d in self.dimensions if d.kind != "choice"]
+        if ranges:
+            raise UsageError(f"--sampler grid takes choice(...) dimensions only, not {' '.join(ranges)}")
+        return {d.key: list(d.choices) for d in self.dimensions}
+
+    def grid_size(self) -> int:
+        size = 1
+        for choices in self.grid().values():
+            size *= len(choices)
+        return size
 
 
 def _parse_dimension(base, token: str) -> Dimension:
@@ -247,12 +285,28 @@ def open_storage(url: str, heartbeat: int):
             raise PipelineError(f"Optuna storage {shown_url(url)}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
 
 
-def make_sampler(name: str, seed: int, number: int, trials: int):
+def make_sampler(name: str, seed: int, number: int, trials: int, space: Space):
     optuna = _optuna()
+    if name == "grid":
+        return _queued_grid_sampler()(space.grid(), seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed + number)
     # TPE's default of 10 random trials first would make a budget of 8 a random search.
     return optuna.samplers.TPESampler(seed=seed + number, n_startup_trials=max(2, min(10, trials // 3)))
+
+
+def _queued_grid_sampler():
+    """Optuna's GridSampler, minus its `study.stop()` after the last point: the study's queued
+    budget (one waiting trial per point) ends it, and `stop` outside `optimize` raises. Trial n
+    takes grid point n (GridSampler's rule for the first len(grid) trials): with trials claimed
+    atomically, every point runs exactly once over any number of workers."""
+    optuna = _optuna()
+
+    class QueuedGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return QueuedGridSampler
 
 
 def make_pruner(name: str):
@@ -273,7 +327,7 @@ class Study:
     study_id: int
 
 
-def join_study(spec, space: Space, trials: int, name: str, url: str, storage, settings: dict) -> Study:
+def join_study(spec, space: Space, trials: int, name: str, url: str, storage, settings: dict, parent: dict) -> Study:
     """Create the study with its queued budget and MLflow parent run, or join the one that
     exists. Creation is atomic in the storage (a unique study name): of two workers started
     together one creates, the other waits until the study is set up."""
@@ -288,11 +342,11 @@ def join_study(spec, space: Space, trials: int, name: str, url: str, storage, se
     if created:
         for key, value in identity.items():
             study.set_user_attr(key, value)
-        for _ in range(trials):
-            study.enqueue_trial({})  # the budget: waiting trials, their params drawn when a worker takes one
-        parent = _create_parent(spec, space, trials, name, url, settings)
-        study.set_user_attr("mlflow_parent_run_id", parent)  # set last: the study is ready
-        say(f"[{spec.name}] study {name} created in {shown_url(url)}: {trials} trials, MLflow parent run {parent}")
+        for _ in range(trials):  # the budget: waiting trials, their params drawn when a worker takes one
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING))
+        parent_run_id = _create_parent(spec, space, trials, name, url, settings, parent)
+        study.set_user_attr("mlflow_parent_run_id", parent_run_id)  # set last: the study is ready
+        say(f"[{spec.name}] study {name} created in {shown_url(url)}: {trials} trials, MLflow parent run {parent_run_id}")
     else:
         deadline = time.monotonic() + JOIN_WAIT_SECONDS
         while "mlflow_parent_run_id" not in study.user_attrs:
@@ -310,15 +364,15 @@ def join_study(spec, space: Space, trials: int, name: str, url: str, storage, se
     return Study(name, storage, url, study.user_attrs["mlflow_parent_run_id"], storage.get_study_id_from_name(name))
 
 
-def _create_parent(spec, space: Space, trials: int, name: str, url: str, settings: dict) -> str:
+def _create_parent(spec, space: Space, trials: int, name: str, url: str, settings: dict, parent: dict) -> str:
     """The study's MLflow run, left RUNNING until its best trial is scored."""
     Tracker(spec.name)  # opens (or creates, with its artifact location) the use case's experiment
     client = mlflow_client()
     experiment = client.get_experiment_by_name(spec.name)
     tags = {"verb": "tune", "usecase": spec.name, "data_source": spec.data.source, "git_commit": git_commit(),
             "tune_study": name, "tune_storage": shown_url(url), "tune_space": space.describe(), "tune_trials": str(trials),
-            **{f"tune_{k}": str(v) for k, v in settings.items()}}
-    return client.create_run(experiment.experiment_id, run_name=f"tune {name}", tags=tags).info.run_id
+            **{f"tune_{k}": str(v) for k, v in settings.items()}, **parent.get("tags", {})}
+    return client.create_run(experiment.experiment_id, run_name=parent.get("name", f"tune {name}"), tags=tags).info.run_id
 
 
 def claim_trial(study: Study):
@@ -392,11 +446,13 @@ class TrialHooks:
 # --- the worker ----------------------------------------------------------------------------------
 
 
-def run_tune(spec, space_text: str, trials: int, study_name: str | None = None, storage_url: str | None = None,
+def run_tune(spec, space: str | Space, trials: int, study_name: str | None = None, storage_url: str | None = None,
              sampler: str = "tpe", pruner: str = "median", seed: int | None = None, timeout: float | None = None,
-             heartbeat: int = DEFAULT_HEARTBEAT, out_dir: str | Path | None = None) -> dict:
+             heartbeat: int = DEFAULT_HEARTBEAT, out_dir: str | Path | None = None, parent: dict | None = None) -> dict:
     """The `tune` verb, one worker: check the space, join (or create) the study, run waiting
-    trials until none is left, and score the best trial on test data once the study is done."""
+    trials until none is left, and score the best trial on test data once the study is done.
+    `space` is the `--space` text or a Space (`sweep` builds its grid's); `parent` holds the
+    MLflow parent run's `name` and extra `tags` (a sweep's)."""
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, got {trials}")
     if sampler not in SAMPLERS:
@@ -407,7 +463,10 @@ def run_tune(spec, space_text: str, trials: int, study_name: str | None = None, 
         raise UsageError(f"--heartbeat must be at least 1 second, got {heartbeat}")
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {timeout}")
-    space = Space.parse(spec, space_text)  # before anything is created or trained
+    if not isinstance(space, Space):
+        space = Space.parse(spec, space)  # before anything is created or trained
+    if sampler == "grid" and trials != space.grid_size():
+        raise UsageError(f"--sampler grid runs each of the grid's {space.grid_size()} points once: give --trials {space.grid_size()}")
     task = get_task(spec.task)
     metric = task.selection_metric(task.prepare(spec))
     seed = spec.train.seed if seed is None else seed
@@ -415,8 +474,9 @@ def run_tune(spec, space_text: str, trials: int, study_name: str | None = None, 
     url = storage_url or default_storage()
     storage = open_storage(url, heartbeat)
     study = join_study(spec, space, trials, name, url, storage,
-                       {"sampler": sampler, "pruner": pruner, "seed": seed, "selection_metric": metric})
+                       {"sampler": sampler, "pruner": pruner, "seed": seed, "selection_metric": metric}, parent or {})
     prune_on = spec.primary_metric if spec.primary_metric.startswith("val_") else None
+    many_models_in_one_process()  # a model per trial, and the best's retrain
     started, ran, told_last, timed_out = time.monotonic(), 0, False, False
     optuna = _optuna()
     while True:
@@ -455,7 +515,9 @@ def _run_trial(spec, space: Space, study: Study, trial_id: int, frozen, metric: 
     TrialState = optuna.trial.TrialState
     number = frozen.number
     handle = optuna.load_study(study_name=study.name, storage=study.storage,
-                               sampler=make_sampler(sampler, seed, number, trials), pruner=make_pruner(pruner))
+                               sampler=make_sampler(sampler, seed, number, trials, space), pruner=make_pruner(pruner))
+    handle.get_trials(deepcopy=False)  # the handle's cache learns this trial
+    handle.sampler.before_trial(handle, study.storage.get_trial(trial_id))  # what study.ask() does: the grid's point
     trial = optuna.trial.Trial(handle, trial_id)
     client = mlflow_client()
     with Heartbeat(study.storage, trial_id, study.storage.get_heartbeat_interval()):

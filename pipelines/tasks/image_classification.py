@@ -18,7 +18,7 @@ import numpy as np
 
 from pipelines.core.console import say
 from pipelines.core.errors import UsageError
-from pipelines.core.runtime import has_tensorflow, import_keras
+from pipelines.core.runtime import import_keras, many_models_in_one_process
 from pipelines.data.dataset import Dataset, Split
 from pipelines.data.loaders import get_loader, load_dataset
 from pipelines.data.splits import stratified_indices
@@ -235,11 +235,7 @@ def _fit_cross_validated(spec, loaded: Loaded, tracker, resume) -> Fitted:
     on all the images, which alone logs training curves and is resumable epoch by epoch; the
     folds done are kept in the run's backup folder, so a run killed midway fits only the rest."""
 
-    if has_tensorflow():
-        import_keras()  # the first TensorFlow import of a cross-validated run: quietly (its C++ start-up lines)
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")  # a model per fold: tf.function retracing notes are expected
+    many_models_in_one_process()  # a model per fold
     dataset = loaded.data
     pooled = dataset.train
     seen = []

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipelines.core.console import say
 from pipelines.core.errors import PipelineError, UsageError
-from pipelines.core.runtime import import_keras, seed_everything
+from pipelines.core.runtime import import_keras, many_models_in_one_process, seed_everything
 from pipelines.data.dataset import Split
 from pipelines.data.input_pipeline import fit_arguments
 from pipelines.data.loaders import load_table, prepare_table_spec
@@ -338,10 +338,7 @@ class TabularClassification(Task):
         external and leave-one-group-out validation; then the final model on all training rows."""
         import time
 
-        import_keras()
-        import tensorflow as tf
-
-        tf.get_logger().setLevel("ERROR")  # dozens of small models: tf.function retracing notes are expected
+        many_models_in_one_process()  # dozens of small models
         started = time.perf_counter()
         data = loaded.data
         table, train, y, groups = data["table"], data["train"], data["y"], data["groups"]
