@@ -353,6 +353,8 @@ def export_edge(spec, fmt: str, folder: Path, tracker=None) -> dict:
         say(f"[{spec.name}] {folder / fmt / name}: {info['bytes'] / 1e3:,.0f} kB, argmax agreement {figures['argmax_agreement']:.2%}, "
             f"accuracy {figures['accuracy']:.4f} (SavedModel {figures['savedmodel_accuracy']:.4f}), "
             f"largest probability difference {figures['max_abs_probability_difference']:.4f}")
+    for info in entry.get("refused", {}).values():
+        say(f"warning: [{spec.name}] {info['reason']}")
     _log_edge(spec, fmt, folder, entry, tracker)
     return entry
 

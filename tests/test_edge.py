@@ -100,6 +100,30 @@ def test_a_file_that_disagrees_with_the_savedmodel_is_not_published(exported, mo
     assert not list(folder.glob(".onnx-*"))
 
 
+def test_an_int8_file_past_its_gate_is_left_out_and_float16_still_published(exported, tmp_path):
+    """A real int8 conversion calibrated on black images only (every activation range collapses
+    to zero) answers garbage and is refused with its figures; the float16 file of the same
+    conversion, which needs no calibration, passes and is published alone; the card says both."""
+    import tensorflow as tf
+
+    from pipelines.data.loaders import load_dataset
+    from pipelines.export import saved_model
+
+    folder = tmp_path / "1"
+    shutil.copytree(exported["folder"], folder, ignore=shutil.ignore_patterns("litert", "onnx"))
+    test = load_dataset(exported["spec"]).test
+    loaded = tf.saved_model.load(str(folder))
+    reference = saved_model.call_serving(loaded, test.x)
+    entry = edge.export_format(folder, "litert", reference, test.x, test.y, np.zeros((20, *test.x.shape[1:]), np.uint8))
+    assert set(entry["files"]) == {"model_float16.tflite"} and set(entry["refused"]) == {"model_int8.tflite"}
+    assert sorted(p.name for p in (folder / "litert").iterdir()) == ["metadata.json", "model_float16.tflite"]
+    refused = entry["refused"]["model_int8.tflite"]
+    assert refused["verification"]["argmax_agreement"] < 0.99 and "litert model_int8.tflite not published" in refused["reason"]
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "`litert/model_float16.tflite`" in card and "`litert/model_int8.tflite`: not published, past the gate" in card
+    assert not list(folder.glob(".litert-*"))
+
+
 def test_a_process_without_tensorflow_classifies_a_photo_with_the_int8_file(exported, tmp_path):
     """A real test digit as a phone photo would arrive (RGB JPEG, 10x larger), classified by the
     project's predict verb and by the device script on the litert/ folder copied alone."""
@@ -193,9 +217,11 @@ def test_every_image_usecase_converts_with_its_views(tmp_path_factory, usecase, 
     with trained_once(tmp_path_factory, usecase, {"data.source": "sample", "export.formats": ("litert", "onnx"), **overrides}) as run:
         formats = run["summary"].get("formats", {})
         assert formats["onnx"]["files"]["model.onnx"]["verification"]["argmax_agreement"] >= 0.99
-        if "litert" in formats:
+        if "litert" in formats:  # each variant published past its gate, or left out with its figures
             for name, info in formats["litert"]["files"].items():
                 assert info["verification"]["argmax_agreement"] >= 0.99, (usecase, name, info["verification"])
+            for name, info in formats["litert"].get("refused", {}).items():
+                assert f"litert {name} not published: argmax agrees" in info["reason"], info
         else:
             tags = mlflow.MlflowClient(run["env"]["MLFLOW_TRACKING_URI"]).get_run(run["summary"]["run_id"]).data.tags
-            assert "litert model_int8.tflite not published: argmax agrees" in tags["export_litert_failed"], tags
+            assert "litert model_int8.tflite not published: argmax agrees" in tags["export_litert_failed"], tags  # both refused: the first

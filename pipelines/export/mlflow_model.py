@@ -150,7 +150,9 @@ class SavedModelClassifier(mlflow.pyfunc.PythonModel):
         else:
             from ai_edge_litert.interpreter import Interpreter
 
-            interpreter = Interpreter(model_path=os.path.join(folder, "model_int8.tflite"), num_threads=threads)
+            # int8 where it passed its gate, else float16 (`export` publishes each variant that passes).
+            name = next(n for n in ("model_int8.tflite", "model_float16.tflite") if os.path.isfile(os.path.join(folder, n)))
+            interpreter = Interpreter(model_path=os.path.join(folder, name), num_threads=threads)
             source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
             sizes = {"batch": None}
             # The scoring server calls predict from several threads; an Interpreter holds one set of
