@@ -239,3 +239,11 @@ def _pyplot_close(figure):
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def test_a_long_float_param_shows_its_first_digits_and_a_long_text_is_cut():
+    from pipelines.experiments.compare import _trim
+
+    assert _trim("0.17677245162011", 14) == "0.1768"  # a tune trial's dropout, as MLflow logged it
+    assert _trim("0.003", 14) == "0.003"
+    assert _trim("/home/user/data/skin/train", 14) == "/home/user/da~"

@@ -243,6 +243,11 @@ def build_comparison(usecases: list[str] | None = None, metric: str | None = Non
 
 def _trim(value, width: int = CELL_WIDTH) -> str:
     text = "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    if len(text) > width:
+        try:  # a search's float param, logged in full (0.17677245162...): its first digits, not a cut
+            text = f"{float(text):.4g}"
+        except ValueError:
+            pass
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
