@@ -103,8 +103,11 @@ def export_format(model_dir: Path, fmt: str, reference: np.ndarray, test_x: np.n
                 continue
             files[name] = {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest(),
                            "convert_seconds": round(seconds, 2), "verification": figures}
-        if not files:
-            raise PipelineError(next(iter(refused.values()))["reason"])
+        if not files:  # the first refusal in full, the others by their figures
+            first = next(iter(refused.values()))
+            also = "".join(f"; {name} too: agreement {info['verification']['argmax_agreement']:.2%}, accuracy "
+                           f"{info['verification']['accuracy']:.4f}" for name, info in list(refused.items())[1:])
+            raise PipelineError(first["reason"] + also)
         entry = {"folder": fmt, "files": files, "verified_on": data_note or "the test split",
                  "runtime": "ai-edge-litert Interpreter" if fmt == "litert" else "onnxruntime (CPU)",
                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
