@@ -201,15 +201,15 @@ def test_export_verb_refuses_mixed_options_in_one_line():
     assert result.returncode == 2 and "--format litert or onnx" in result.stderr
 
 
-# Each converts with its views kept and is checked by both runtimes. On models trained on the small
-# samples the int8 gate may refuse (measured 2026-12-02: clothing, 3 epochs, accuracy 0.784, int8
-# agreement 98.9%; cucumber, near chance, 46%: near-uniform probabilities flip argmax under int8
-# rounding); skin (2 epochs) passed. Then the refusal must be the gate's, with its figures.
-@pytest.mark.slow
+# Each converts with its views kept and is checked by both runtimes, in `make test` (issue 22's
+# done-when), on models trained one short epoch on the samples. Such weak models may fail the
+# int8 gate (measured 2026-12-02 on sample models: clothing at 3 epochs agreed on 98.9%, cucumber
+# near chance on 46%: near-tied probabilities flip their argmax under int8 rounding); then the
+# refusal must be the gate's, with its figures. The full-data figures: `make bench-edge`.
 @pytest.mark.parametrize("usecase,overrides", [
-    ("clothing", {"train.epochs": 3}),  # 2 mirror views in the graph
-    ("skin", {"train.epochs": 2}),  # 8 views
-    ("cucumber", {"train.epochs": 6, "train.fine_tune_epochs": 4, "validation.cv_folds": 0}),  # `make demo`'s schedule
+    ("clothing", {"train.epochs": 1, "data.train_limit": 1000}),  # 2 mirror views in the graph
+    ("skin", {"train.epochs": 1, "data.train_limit": 1000}),  # 8 views
+    ("cucumber", {"train.epochs": 1, "train.fine_tune_epochs": 0, "validation.cv_folds": 0}),  # MobileNet, upsampled to 128
 ])
 def test_every_image_usecase_converts_with_its_views(tmp_path_factory, usecase, overrides):
     import mlflow

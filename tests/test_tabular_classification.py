@@ -111,3 +111,17 @@ def test_evaluate_verb_scores_the_other_sites(trained, tmp_path):
 
         report = run_evaluate(apply_overrides(get_spec("heart"), TINY), out_dir=str(tmp_path))
     assert report["examples"] == 294 + 123 + 200 and 0.5 < report["roc_auc"] <= 1
+
+
+@pytest.mark.parametrize("fmt, why", [
+    ("litert", "IntegerLookup) are TensorFlow hash tables"),
+    ("onnx", "tf2onnx converts only string <-> int64 ones"),
+])
+def test_the_table_model_is_refused_by_each_edge_format_in_one_line(trained, fmt, why):
+    """Heart's lookups live in the model and neither converter can hold them (measured, see
+    pipelines/export/edge.py): refused before any conversion, saying why and what to do."""
+    folder = trained["summary"]["exported_to"]
+    result = run_cli("export", "heart", "--format", fmt, "--model", folder, env=trained["env"], timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert why in result.stderr and "make serve-heart" in result.stderr
+    assert not (Path(folder) / fmt).exists()

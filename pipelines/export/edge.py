@@ -63,8 +63,12 @@ def check_exportable(metadata: dict, fmt: str, model_dir: Path) -> None:
                             "(HashTableV2, LookupTableFindV2), which LiteRT's built-in ops cannot hold without embedding "
                             f"TensorFlow (SELECT_TF_OPS); serve the SavedModel instead (make serve-{metadata.get('usecase')})")
     if "columns" in metadata:
-        raise PipelineError(f"{model_dir} is a table model: ONNX export here converts image models (one uint8 input); "
-                            f"named columns are not supported yet; serve the SavedModel instead (make serve-{metadata.get('usecase')})")
+        # Measured on heart (tf2onnx 1.17, `python -m tf2onnx.convert --saved-model`): every
+        # LookupTableFindV2 fails with "Only lookup tables of type string<->int64 are currently
+        # supported" (ONNX-ML's CategoryMapper); IntegerLookup's tables are int64 -> int64.
+        raise PipelineError(f"{model_dir} is a table model: its category lookups (IntegerLookup) are int64 -> int64 hash tables, "
+                            "and tf2onnx converts only string <-> int64 ones (ONNX-ML CategoryMapper); "
+                            f"serve the SavedModel instead (make serve-{metadata.get('usecase')})")
 
 
 def export_format(model_dir: Path, fmt: str, reference: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
