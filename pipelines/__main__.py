@@ -400,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last completed epoch", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (`show digits | head`): nothing is wrong, and nothing more can be said.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet too
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except OSError as exc:
         # The machine's fault, not the code's: a full disk, a folder that cannot be written.
         where = f"{exc.filename}: " if exc.filename else ""

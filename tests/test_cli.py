@@ -65,3 +65,13 @@ def test_predict_without_a_model_says_what_to_do(tmp_path):
     result = run_cli("predict", "digits", "x.png", env={"PIPELINES_MODELS_ROOT": str(tmp_path)})
     assert result.returncode == 1
     assert "run `make train-digits` first or pass --model DIR" in result.stderr
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`show digits | head -1`: the pipe closes before the JSON is written. Exit 141 (a shell's
+    SIGPIPE), nothing on stderr: before, it read as a disk error ("check free space")."""
+    process = subprocess.Popen([sys.executable, "-m", "pipelines", "show", "digits"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # gone before the child has imported anything
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and errors == "", errors
