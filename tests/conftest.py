@@ -108,9 +108,11 @@ def shared_data():
 
 
 # Lines a user can do nothing about (issue 24): TensorFlow's C++ start-up banner, MLflow's advice
-# to type-hint the served model's predict, setuptools' editable-install notice.
+# to type-hint the served model's predict, setuptools' editable-install notice; MLflow's own
+# registration lines and download bars, which say again what the run's summary says.
 KNOWN_NOISE = ("oneDNN custom operations are on", "absl::InitializeLog", "Add type hints to the `predict` method",
-               "Please be careful with folders in your working directory")
+               "Please be careful with folders in your working directory", "Successfully registered model",
+               "Created version '", "Downloading artifacts")
 
 
 def assert_quiet(stderr: str) -> None:

@@ -7,6 +7,7 @@ tracking server (or another SQLite file) via `MLFLOW_TRACKING_URI`.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -271,10 +272,15 @@ class Tracker:
             output=[*map(str, metadata["class_names"]), mlflow_model.LABEL_COLUMN],
             max_batch_size=mlflow_model.DEFAULT_CONFIG["max_batch_size"],
         )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()) as printed:
             # Type hints would make MLflow validate (and accept only `inputs`) before the wrapper sees the request.
             warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
             info = self._log_serving_model(saved_model_dir, contract, metadata, registered_name)
+        # MLflow prints "Successfully registered model 'x'." and "Created version 'n' of model 'x'."
+        # itself; the run's own summary says it (with the alias). Anything else it printed is shown.
+        for line in printed.getvalue().splitlines(keepends=True):
+            if not line.startswith(("Successfully registered model", "Created version")):
+                sys.stderr.write(line)
         return str(info.registered_model_version) if registered_name and info.registered_model_version else None
 
     def _log_serving_model(self, saved_model_dir, contract: dict, metadata: dict, registered_name: str | None):
