@@ -99,8 +99,14 @@ def main() -> int:
     print("\n" + markdown)
     command = "make bench-tune" + (f" TUNE_USECASE={arguments.usecase}" if arguments.usecase != "digits" else "")
     record("tune", "Tuned against the spec's default, full data, same training budget", command, markdown,
-           {"rows": rows, "search_seconds": search_seconds, "search": searched})
+           {"rows": rows, "search_seconds": search_seconds, "search": {**searched, "storage": shown_storage(searched["storage"])}})
     return 0
+
+
+def shown_storage(url: str) -> str:
+    """A SQLite storage URL with its file relative to the checkout (results name no machine's folders)."""
+    prefix = "sqlite:///"
+    return prefix + shown_path(url[len(prefix):]) if url.startswith(prefix) else url
 
 
 def trials_seconds(study_name: str) -> float:
