@@ -170,8 +170,9 @@ def test_the_same_sweep_again_trains_nothing(swept, capsys):
 
 
 def test_an_interrupted_child_resumes_as_the_same_child(isolated):
-    """What `train`'s resume does inside a sweep: the backup names the interrupted child's run,
-    and reopening it under the reopened parent keeps it that parent's child."""
+    """What `train`'s resume does inside a parent run (a sweep's points are trials now, rerun by
+    Optuna instead, but a run under any parent resumes so): the backup names the interrupted
+    child's run, and reopening it under the reopened parent keeps it that parent's child."""
     import mlflow
 
     from pipelines.tracking.tracker import Tracker
