@@ -189,7 +189,7 @@ def test_table_models_are_refused_before_any_work_saying_why(tmp_path):
     metadata = {"usecase": "heart", "columns": ["age", "sex"]}
     with pytest.raises(PipelineError, match="HashTableV2.*SELECT_TF_OPS.*make serve-heart"):
         edge.check_exportable(metadata, "litert", tmp_path)
-    with pytest.raises(PipelineError, match="ONNX export here converts image models"):
+    with pytest.raises(PipelineError, match="tf2onnx converts only string <-> int64 ones.*make serve-heart"):
         edge.check_exportable(metadata, "onnx", tmp_path)
 
 

@@ -59,12 +59,12 @@ def test_a_run_and_its_registered_model_go_through_the_server_into_postgresql(te
     assert version.run_id[:8] in compared.stdout and "champion" in compared.stdout
 
 
-def worker(team, log_name: str) -> subprocess.Popen:
+def worker(team, log_name: str, *options: str) -> subprocess.Popen:
     """One `tune` worker on the study in PostgreSQL (a 5 s heartbeat: a dead worker's trial goes stale in 10 s)."""
     args = [sys.executable, "-u", "-m", "pipelines", "tune", "digits", "--data", "sample", "--set", "epochs=2",
             "--set", "train_limit=200", "--trials", str(TRIALS), "--space", TUNE_SPACE, "--study", "two-workers",
             "--storage", team["cluster"]["url"]["optuna"], "--heartbeat", "5", "--seed", "7",
-            "--out", str(team["root"] / f"tune-{log_name}")]
+            "--out", str(team["root"] / f"tune-{log_name}"), *options]
     return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=team["env"])
 
 
@@ -72,7 +72,10 @@ def test_two_workers_share_one_study_and_a_killed_worker_is_retried(team):
     import mlflow
     import optuna
 
-    first, second = worker(team, "a"), worker(team, "b")  # started together: one creates the study, one joins it
+    # Started together: one creates the study, one joins it. The second takes no new trial after
+    # its first (--timeout 1): left free, it could run the whole rest of the budget before the
+    # restarted worker is up (measured in a fresh clone), and the restart would prove nothing.
+    first, second = worker(team, "a"), worker(team, "b", "--timeout", "1")
     seen = []
     for line in first.stdout:  # kill the first worker once a trial of its own is training
         seen.append(line)
